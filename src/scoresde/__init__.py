@@ -1,0 +1,40 @@
+"""scoresde: score-based generative modeling through stochastic differential equations.
+
+The continuous-time framework of Song et al. (ICLR 2021) in plain PyTorch: forward
+SDEs with closed-form kernels, score parameterizations, every sampler of the paper,
+and exact likelihoods through the probability-flow ODE.
+"""
+
+from . import integrators, sampling, toy
+from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, log_likelihood
+from .sampling import default_eps, sample, time_grid
+from .score import CountedScore, ModelScore, eps_from_score, score_from_output, x0_from_score
+from .sde import SDE, VESDE, VPSDE, ReverseSDE, ScoreFn, SubVPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "VESDE",
+    "VPSDE",
+    "CountedScore",
+    "ModelScore",
+    "ReverseSDE",
+    "ScoreFn",
+    "SubVPSDE",
+    "bits_per_dim",
+    "bpd_from_logp",
+    "decode",
+    "default_eps",
+    "dequantize",
+    "encode",
+    "eps_from_score",
+    "integrators",
+    "log_likelihood",
+    "sample",
+    "sampling",
+    "score_from_output",
+    "time_grid",
+    "toy",
+    "x0_from_score",
+]

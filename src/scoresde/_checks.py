@@ -1,0 +1,119 @@
+"""Small shared helpers: time broadcasting, input validation and random draws.
+
+Every public function of the library funnels its inputs through these helpers so
+that bad input fails early with a message that names the argument, instead of a
+traceback from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+TimeLike = float | int | Tensor
+
+
+def batch_time(t: TimeLike, x: Tensor, T: float | None = None, name: str = "t") -> Tensor:
+    """Return ``t`` as a 1-D tensor of shape ``[B]`` on ``x``'s device and dtype.
+
+    A Python number or a 0-d tensor is broadcast to the batch. A 1-D tensor must
+    have exactly ``B = x.shape[0]`` entries. When ``T`` is given every entry must
+    lie in ``[0, T]``.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim < 1:
+        raise ValueError(f"x must have a batch dimension, got a tensor of shape {tuple(x.shape)}")
+    batch = x.shape[0]
+    if isinstance(t, bool):
+        raise TypeError(f"{name} must be a number or a tensor, got bool")
+    if isinstance(t, (int, float)):
+        t = float(t)
+        if not math.isfinite(t) or (T is not None and not 0.0 <= t <= T):
+            raise ValueError(f"{name}={t} is outside [0, T={T}]")
+        return torch.full((batch,), t, dtype=x.dtype, device=x.device)
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(t).__name__}")
+    if t.ndim == 0:
+        t = t.expand(batch)
+    elif t.ndim != 1 or t.shape[0] != batch:
+        raise ValueError(
+            f"{name} must be a float, a 0-d tensor or a 1-D tensor of shape [B]=[{batch}], got shape {tuple(t.shape)}"
+        )
+    t = t.to(device=x.device, dtype=x.dtype)
+    if T is not None:
+        lo, hi = (float(v) for v in torch.aminmax(t.detach()))
+        if not (lo >= 0.0 and hi <= T):
+            raise ValueError(f"{name} must lie in [0, T={T}], got values in [{lo:g}, {hi:g}]")
+    return t
+
+
+def expand_to(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-sample vector ``[B]`` so it broadcasts against ``x`` of shape ``[B, ...]``."""
+    return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
+
+
+def check_finite(x: Tensor, what: str) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or infinity."""
+    if not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{what} contains {n_bad} non-finite value(s) (NaN or inf)")
+
+
+def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """Validate a sample shape ``(B, ...)`` of positive integers."""
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError as err:
+        raise TypeError(f"shape must be a sequence of ints, got {shape!r}") from err
+    if len(shape) < 2 or any(s < 1 for s in shape):
+        raise ValueError(f"shape must be (batch, *data_dims) with positive sizes, got {shape}")
+    return shape
+
+
+def check_eps(eps: float, T: float, name: str = "eps") -> float:
+    """Validate the end time ``eps`` of a reverse-time integration: ``0 < eps < T``."""
+    eps = float(eps)
+    if not 0.0 < eps < T:
+        raise ValueError(f"{name} must satisfy 0 < {name} < T={T}, got {eps}")
+    return eps
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal noise shaped like ``x``, drawn from ``generator``.
+
+    The draw happens on the generator's device and is moved to ``x``'s device, so a
+    CPU generator gives the same numbers whether ``x`` lives on the CPU or a GPU.
+    """
+    return randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def randn(
+    shape: Sequence[int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """``torch.randn`` that tolerates a generator living on another device."""
+    if generator is None:
+        return torch.randn(tuple(shape), device=device, dtype=dtype)
+    z = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
+    return z.to(device) if device is not None else z
+
+
+def rand_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Uniform ``[0, 1)`` noise shaped like ``x`` (see :func:`randn_like` for devices)."""
+    if generator is None:
+        return torch.rand_like(x)
+    u = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+    return u.to(x.device)
+
+
+def check_options(name: str, value: str, allowed: Sequence[str]) -> str:
+    """Validate a string option against its allowed values."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, allowed))}")
+    return value

@@ -1,0 +1,156 @@
+r"""Score parameterizations: from a network's output to a score function, and back.
+
+Under a kernel :math:`x_t = \alpha(t) x_0 + \sigma(t)\epsilon` a network may predict
+
+* ``"eps"``: the noise, :math:`s = -\hat\epsilon / \sigma`;
+* ``"x0"``: the clean data, :math:`s = (\alpha \hat x_0 - x) / \sigma^2`;
+* ``"score"``: the score itself, :math:`s = \hat s`;
+* ``"v"``: :math:`v = \alpha\epsilon - \sigma x_0`, so
+  :math:`\hat\epsilon = (\sigma x + \alpha \hat v)/(\alpha^2 + \sigma^2)` and :math:`s = -\hat\epsilon/\sigma`.
+
+The inverse map used for denoising is Tweedie's formula,
+:math:`\hat x_0 = (x + \sigma^2 s) / \alpha`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import TimeLike, batch_time, check_options, expand_to
+from .sde import SDE
+
+PREDICTIONS = ("eps", "x0", "score", "v")
+TIME_INPUTS = ("t", "sigma", "log_sigma")
+
+
+def score_from_output(sde: SDE, x: Tensor, t: TimeLike, output: Tensor, prediction: str = "eps") -> Tensor:
+    """Convert a network ``output`` of the given ``prediction`` type to a score (see module docstring)."""
+    check_options("prediction", prediction, PREDICTIONS)
+    if prediction == "score":
+        return output
+    alpha, sigma = (expand_to(c, x) for c in sde.marginal_coeffs(t, x))
+    if prediction == "eps":
+        return -output / sigma
+    if prediction == "x0":
+        return (alpha * output - x) / sigma**2
+    eps = (sigma * x + alpha * output) / (alpha**2 + sigma**2)
+    return -eps / sigma
+
+
+def x0_from_score(sde: SDE, x: Tensor, t: TimeLike, score: Tensor) -> Tensor:
+    r"""Tweedie's denoiser :math:`E[x_0 | x_t] = (x_t + \sigma(t)^2 s) / \alpha(t)`."""
+    alpha, sigma = (expand_to(c, x) for c in sde.marginal_coeffs(t, x))
+    return (x + sigma**2 * score) / alpha
+
+
+def eps_from_score(sde: SDE, x: Tensor, t: TimeLike, score: Tensor) -> Tensor:
+    r"""The noise prediction equivalent to a score: :math:`\hat\epsilon = -\sigma(t) s`."""
+    sigma = expand_to(sde.marginal_coeffs(t, x)[1], x)
+    return -sigma * score
+
+
+class ModelScore:
+    r"""Wrap a network ``model(x, label)`` as a score function ``s(x, t)``.
+
+    Args:
+        model: a module called as ``model(x, label)`` with ``label`` of shape ``[B]``.
+        sde: the forward SDE the model was trained with.
+        prediction: what the network predicts: ``"eps"``, ``"x0"``, ``"score"`` or ``"v"``.
+        time_input: what the network is fed as ``label``: ``"t"``, ``"sigma"`` (the
+            marginal std :math:`\sigma(t)`), ``"log_sigma"``, or a callable ``t -> label``.
+        time_scale: multiplies the label; the reference DDPM++ feeds ``999 t``, i.e.
+            ``time_input="t", time_scale=999``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[Tensor, Tensor], Tensor],
+        sde: SDE,
+        prediction: str = "eps",
+        time_input: str | Callable[[Tensor], Tensor] = "t",
+        time_scale: float = 1.0,
+    ) -> None:
+        check_options("prediction", prediction, PREDICTIONS)
+        if not callable(time_input):
+            check_options("time_input", time_input, TIME_INPUTS)
+        self.model = model
+        self.sde = sde
+        self.prediction = prediction
+        self.time_input = time_input
+        self.time_scale = float(time_scale)
+
+    def label(self, t: Tensor, x: Tensor) -> Tensor:
+        """The time value fed to the network for times ``t`` (shape ``[B]``)."""
+        if callable(self.time_input):
+            label = self.time_input(t)
+        elif self.time_input == "t":
+            label = t
+        else:
+            sigma = self.sde.marginal_coeffs(t, x)[1]
+            label = sigma if self.time_input == "sigma" else torch.log(sigma)
+        return label * self.time_scale
+
+    def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
+        t = batch_time(t, x, self.sde.T)
+        output = self.model(x, self.label(t, x))
+        if not isinstance(output, Tensor) or output.shape != x.shape:
+            got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise ValueError(f"the model must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        return score_from_output(self.sde, x, t, output, self.prediction)
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelScore(prediction={self.prediction!r}, time_input={self.time_input!r}, "
+            f"time_scale={self.time_scale}, sde={self.sde!r})"
+        )
+
+
+class CountedScore:
+    """A score function that counts its evaluations and checks every output.
+
+    Each call must return a tensor shaped like ``x``; ``nfe`` counts the calls
+    (one batched network evaluation each). Non-finite scores raise at once on the
+    CPU; on an accelerator they are recorded on the device (no host sync per call)
+    and :meth:`check` raises at the end of the run.
+    """
+
+    def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+        if not callable(score_fn):
+            raise TypeError(f"score_fn must be callable, got {type(score_fn).__name__}")
+        self.score_fn = score_fn
+        self.nfe = 0
+        self._bad: Tensor | None = None
+        self._bad_t: Tensor | None = None
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        score = self.score_fn(x, t)
+        self.nfe += 1
+        if not isinstance(score, Tensor) or score.shape != x.shape:
+            got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
+            raise ValueError(f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        finite = torch.isfinite(score).all()
+        t_now = t.detach().reshape(-1)[0] if isinstance(t, Tensor) else torch.tensor(float(t))
+        if score.device.type == "cpu":
+            if not bool(finite):
+                raise FloatingPointError(_nonfinite_message(float(t_now), self.nfe))
+        elif self._bad is None:
+            self._bad = ~finite
+            self._bad_t = t_now.to(score.device, torch.float64)
+        else:
+            fresh = ~finite & ~self._bad
+            self._bad_t = torch.where(fresh, t_now.to(score.device, torch.float64), self._bad_t)
+            self._bad = self._bad | ~finite
+        return score
+
+    def check(self) -> None:
+        """Raise ``FloatingPointError`` if any evaluation so far returned NaN or inf."""
+        if self._bad is not None and bool(self._bad):
+            raise FloatingPointError(_nonfinite_message(float(self._bad_t), None))
+
+
+def _nonfinite_message(t: float, call: int | None) -> str:
+    where = f" (evaluation {call})" if call is not None else ""
+    return f"score_fn returned NaN or inf at t={t:.6g}{where}; check the model, its inputs and the time range"

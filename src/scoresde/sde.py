@@ -1,0 +1,340 @@
+r"""Forward SDEs, their reverse-time SDEs and probability-flow ODEs.
+
+A forward SDE on ``t in [0, T]`` is
+
+.. math:: dx = f(x, t)\,dt + g(t)\,dw.
+
+Every class here exposes the interface of the reference code (``T``, ``sde``,
+``marginal_prob``, ``prior_sampling``, ``prior_logp``, ``discretize``,
+``reverse``), so any sampler and the likelihood work with any SDE, including one
+you write yourself by subclassing :class:`SDE`.
+
+Conventions
+-----------
+* ``t`` is a float, a 0-d tensor or a 1-D tensor of shape ``[B]``; data ``x`` has
+  shape ``[B, ...]``. Everything is computed on ``x``'s device and dtype.
+* ``sde`` returns the drift (shape of ``x``) and the diffusion ``g(t)`` (shape ``[B]``).
+* ``marginal_prob`` returns the mean (shape of ``x``) and std (shape ``[B]``) of the
+  perturbation kernel :math:`p_{0t}(x_t | x_0) = N(\alpha(t) x_0, \sigma(t)^2 I)`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ._checks import TimeLike, batch_time, expand_to, randn
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+"""A score function ``s(x, t) -> tensor shaped like x`` approximating grad_x log p_t(x)."""
+
+
+class SDE(abc.ABC):
+    r"""Base class of a forward SDE :math:`dx = f(x,t)\,dt + g(t)\,dw` on ``[0, T]``.
+
+    To add an SDE, subclass it and implement :attr:`T`, :meth:`sde` and
+    :meth:`marginal_prob`. The prior defaults to :math:`N(0, s^2 I)` with ``s`` the
+    marginal std at ``T`` (override :meth:`prior_std` or the prior methods to change
+    it), :meth:`discretize` defaults to Euler-Maruyama, and :meth:`marginal_coeffs`
+    reads :math:`\alpha(t), \sigma(t)` off :meth:`marginal_prob` (it assumes the
+    kernel mean is linear in ``x0``, true for every SDE with drift ``a(t) x``).
+
+    Args:
+        N: number of discretization steps used by :meth:`discretize` when no step
+            size is given (the discrete DDPM/SMLD schedules have ``N`` levels).
+    """
+
+    def __init__(self, N: int = 1000) -> None:
+        if int(N) != N or N < 2:
+            raise ValueError(f"N must be an integer >= 2, got {N}")
+        self.N = int(N)
+
+    # -- the interface a subclass implements ---------------------------------------
+    @property
+    @abc.abstractmethod
+    def T(self) -> float:
+        """End time of the forward process."""
+
+    @abc.abstractmethod
+    def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """Return ``(f(x, t), g(t))``: the drift shaped like ``x`` and the diffusion ``[B]``."""
+
+    @abc.abstractmethod
+    def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        r"""Return the mean :math:`\alpha(t) x_0` and the std :math:`\sigma(t)` (``[B]``) of :math:`p_{0t}`."""
+
+    # -- defaults derived from the above ------------------------------------------
+    def marginal_coeffs(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`(\alpha(t), \sigma(t))`, each of shape ``[B]`` (``B = like.shape[0]``).
+
+        The kernel is :math:`N(\alpha(t) x_0, \sigma(t)^2 I)`. The default evaluates
+        :meth:`marginal_prob` at ``x0 = 1``.
+        """
+        t = batch_time(t, like, self.T)
+        ones = torch.ones(like.shape[0], 1, dtype=like.dtype, device=like.device)
+        mean, std = self.marginal_prob(ones, t)
+        return mean[:, 0], std
+
+    def prior_std(self) -> float:
+        """Standard deviation of the isotropic Gaussian prior ``p_T``."""
+        probe = torch.zeros(1, 1, dtype=torch.float64)
+        return float(self.marginal_coeffs(self.T, probe)[1])
+
+    def prior_sampling(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Draw ``x_T ~ N(0, prior_std^2 I)`` of the given shape."""
+        return self.prior_std() * randn(shape, generator=generator, device=device, dtype=dtype)
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        r"""Log-density of the prior, :math:`-\frac{D}{2}\log(2\pi s^2) - \|z\|^2/(2 s^2)`, shape ``[B]``."""
+        s = self.prior_std()
+        dims = z[0].numel()
+        sq = z.reshape(z.shape[0], -1).pow(2).sum(1)
+        return -0.5 * dims * math.log(2 * math.pi * s * s) - sq / (2 * s * s)
+
+    def discretize(self, x: Tensor, t: TimeLike, dt: float | None = None) -> tuple[Tensor, Tensor]:
+        r"""One forward step arriving at ``t``: :math:`x_t = x_{t-\Delta t} + f + G z`.
+
+        The default is Euler-Maruyama, :math:`f = f(x,t)\Delta t`, :math:`G = g(t)\sqrt{\Delta t}`,
+        with :math:`\Delta t = T/N` unless ``dt`` is given. Returns ``(f, G)``, ``G`` of shape ``[B]``.
+        """
+        dt = self._step(t, x, dt)
+        drift, diffusion = self.sde(x, t)
+        return drift * dt, diffusion * math.sqrt(dt)
+
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
+        """The reverse-time SDE (or, with ``probability_flow=True``, the probability-flow ODE)."""
+        return ReverseSDE(self, score_fn, probability_flow)
+
+    # -- helpers --------------------------------------------------------------------
+    def _time(self, t: TimeLike, x: Tensor) -> Tensor:
+        return batch_time(t, x, self.T)
+
+    def _step(self, t: TimeLike, x: Tensor, dt: float | None) -> float:
+        dt = self.T / self.N if dt is None else float(dt)
+        if not dt > 0:
+            raise ValueError(f"dt must be positive, got {dt}")
+        start = batch_time(t, x, self.T)
+        if float(start.min()) < dt * (1 - 1e-9) - 1e-12:
+            raise ValueError(f"a step of dt={dt} arriving at t={float(start.min()):g} would start before 0")
+        return dt
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+class ReverseSDE:
+    r"""The reverse-time SDE or probability-flow ODE of a forward SDE, built from a score.
+
+    Reverse SDE:  :math:`dx = [f(x,t) - g(t)^2 s(x,t)]\,dt + g(t)\,d\bar w` (full :math:`g^2`).
+
+    Probability-flow ODE: :math:`dx = [f(x,t) - \tfrac12 g(t)^2 s(x,t)]\,dt` (exactly half),
+    whose diffusion is a zero tensor of shape ``[B]``.
+
+    Time runs backwards: a sampler integrates from ``T`` to ``eps`` with negative ``dt``.
+    """
+
+    def __init__(self, forward: SDE, score_fn: ScoreFn, probability_flow: bool = False) -> None:
+        self.forward = forward
+        self.score_fn = score_fn
+        self.probability_flow = bool(probability_flow)
+        self.T = forward.T
+        self.N = forward.N
+
+    @property
+    def _coef(self) -> float:
+        return 0.5 if self.probability_flow else 1.0
+
+    def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """Return the reverse drift (shape of ``x``) and diffusion (``[B]``) at ``(x, t)``."""
+        t = self.forward._time(t, x)
+        drift, diffusion = self.forward.sde(x, t)
+        score = self.score_fn(x, t)
+        drift = drift - expand_to(self._coef * diffusion**2, x) * score
+        if self.probability_flow:
+            diffusion = torch.zeros_like(diffusion)
+        return drift, diffusion
+
+    def discretize(self, x: Tensor, t: TimeLike, dt: float | None = None) -> tuple[Tensor, Tensor]:
+        r"""Reverse of :meth:`SDE.discretize`: :math:`x_{t-\Delta t} = x_t - \bar f + \bar G z` with
+        :math:`\bar f = f - c\,G^2 s(x,t)`, :math:`\bar G = G` (SDE, ``c = 1``) or ``0`` (ODE, ``c = 1/2``)."""
+        t = self.forward._time(t, x)
+        f, G = self.forward.discretize(x, t, dt)
+        rev_f = f - expand_to(self._coef * G**2, x) * self.score_fn(x, t)
+        rev_G = torch.zeros_like(G) if self.probability_flow else G
+        return rev_f, rev_G
+
+
+class _LinearBetaSDE(SDE):
+    r"""Shared schedule of VP and sub-VP: :math:`\beta(t) = \beta_0 + t(\beta_1-\beta_0)` on ``[0, 1]``, prior N(0, I)."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000) -> None:
+        super().__init__(N)
+        if not 0 < beta_min <= beta_max:
+            raise ValueError(f"need 0 < beta_min <= beta_max, got {beta_min}, {beta_max}")
+        self.beta_min = float(beta_min)
+        self.beta_max = float(beta_max)
+
+    @property
+    def T(self) -> float:
+        return 1.0
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def integral_beta(self, t: Tensor) -> Tensor:
+        r""":math:`\int_0^t \beta(s)\,ds = \beta_0 t + \tfrac12(\beta_1-\beta_0)t^2`."""
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        alpha, sigma = self.marginal_coeffs(t, x0)
+        return expand_to(alpha, x0) * x0, sigma
+
+    def prior_std(self) -> float:
+        return 1.0
+
+
+class VPSDE(_LinearBetaSDE):
+    r"""Variance-preserving SDE, the continuous limit of DDPM.
+
+    :math:`dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)}\,dw`, :math:`\beta(t) = \beta_0 + t(\beta_1-\beta_0)`.
+
+    Kernel: mean :math:`e^{-\frac12\int_0^t\beta}x_0`, variance :math:`1 - e^{-\int_0^t\beta}`.
+    Prior :math:`N(0, I)`. :meth:`discretize` is the DDPM rule.
+    """
+
+    def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        t = self._time(t, x)
+        beta = self.beta(t)
+        return -0.5 * expand_to(beta, x) * x, torch.sqrt(beta)
+
+    def marginal_coeffs(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
+        t = self._time(t, like)
+        ib = self.integral_beta(t)
+        return torch.exp(-0.5 * ib), torch.sqrt(-torch.expm1(-ib))
+
+    def discrete_betas(self) -> Tensor:
+        """DDPM's betas, ``linspace(beta_min/N, beta_max/N, N)`` (float64, CPU)."""
+        return torch.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N, dtype=torch.float64)
+
+    def discrete_alphas_cumprod(self) -> Tensor:
+        """DDPM's ``alphas_cumprod = cumprod(1 - betas)`` (float64, CPU)."""
+        return torch.cumprod(1.0 - self.discrete_betas(), 0)
+
+    def step_beta(self, t: Tensor, dt: float | None) -> Tensor:
+        r"""The per-step :math:`\beta` of the step arriving at ``t``.
+
+        With ``dt=None`` it is DDPM's ``betas[i]``, ``i = floor(t (N-1) / T)``; with a
+        step ``dt`` it is :math:`1 - \bar\alpha(t)/\bar\alpha(t-\Delta t)`, which reduces
+        to DDPM's table on a uniform grid of ``N`` steps and stays exact for any grid.
+        """
+        if dt is None:
+            i = torch.floor(t * (self.N - 1) / self.T)
+            return self.beta_min / self.N + i * (self.beta_max - self.beta_min) / (self.N * (self.N - 1))
+        return -torch.expm1(-(self.integral_beta(t) - self.integral_beta(t - dt)))
+
+    def discretize(self, x: Tensor, t: TimeLike, dt: float | None = None) -> tuple[Tensor, Tensor]:
+        r"""DDPM rule: :math:`f = (\sqrt{1-\beta} - 1)x`, :math:`G = \sqrt{\beta}` (see :meth:`step_beta`)."""
+        t = self._time(t, x)
+        if dt is not None:
+            self._step(t, x, dt)
+        beta = self.step_beta(t, dt)
+        return expand_to(torch.sqrt(1.0 - beta) - 1.0, x) * x, torch.sqrt(beta)
+
+
+class SubVPSDE(_LinearBetaSDE):
+    r"""Sub-VP SDE: the VP drift with a damped diffusion.
+
+    :math:`dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)(1 - e^{-2\int_0^t\beta})}\,dw`.
+
+    Kernel: mean :math:`e^{-\frac12\int_0^t\beta}x_0`, **std** :math:`1 - e^{-\int_0^t\beta}`
+    (so the variance is its square, below VP's). Prior :math:`N(0, I)`.
+    :meth:`discretize` is Euler-Maruyama.
+    """
+
+    def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        t = self._time(t, x)
+        beta = self.beta(t)
+        discount = -torch.expm1(-2.0 * self.integral_beta(t))
+        return -0.5 * expand_to(beta, x) * x, torch.sqrt(beta * discount)
+
+    def marginal_coeffs(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
+        t = self._time(t, like)
+        ib = self.integral_beta(t)
+        return torch.exp(-0.5 * ib), -torch.expm1(-ib)
+
+
+class VESDE(SDE):
+    r"""Variance-exploding SDE, the continuous limit of SMLD / NCSN.
+
+    :math:`dx = \sqrt{d\sigma^2(t)/dt}\,dw` with
+    :math:`\sigma(t) = \sigma_{min}(\sigma_{max}/\sigma_{min})^t`, so
+    :math:`g(t) = \sigma(t)\sqrt{2\log(\sigma_{max}/\sigma_{min})}`.
+
+    Kernel: mean :math:`x_0`, std :math:`\sigma(t)` (the paper's convention: the data
+    at ``t = 0`` already carries :math:`\sigma_{min}` of noise, so the kernel does not
+    subtract :math:`\sigma(0)^2`; the dynamics are exactly consistent with it).
+    Prior :math:`N(0, \sigma_{max}^2 I)`. :meth:`discretize` is the SMLD rule.
+    """
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000) -> None:
+        super().__init__(N)
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min = float(sigma_min)
+        self.sigma_max = float(sigma_max)
+
+    @property
+    def T(self) -> float:
+        return 1.0
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+    def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        t = self._time(t, x)
+        g = self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
+        return torch.zeros_like(x), g
+
+    def marginal_coeffs(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
+        t = self._time(t, like)
+        return torch.ones_like(t), self.sigma(t)
+
+    def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        return x0, self.marginal_coeffs(t, x0)[1]
+
+    def prior_std(self) -> float:
+        return self.sigma_max
+
+    def discrete_sigmas(self) -> Tensor:
+        """SMLD's ascending noise levels ``exp(linspace(log sigma_min, log sigma_max, N))`` (float64, CPU)."""
+        return torch.exp(
+            torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.N, dtype=torch.float64)
+        )
+
+    def discretize(self, x: Tensor, t: TimeLike, dt: float | None = None) -> tuple[Tensor, Tensor]:
+        r"""SMLD rule: :math:`f = 0`, :math:`G = \sqrt{\sigma_i^2 - \sigma_{i-1}^2}`.
+
+        With ``dt=None`` the levels are SMLD's table at ``i = floor(t (N-1)/T)`` with
+        :math:`\sigma_{-1} = 0`; with a step ``dt`` they are :math:`\sigma(t)` and :math:`\sigma(t - \Delta t)`.
+        """
+        t = self._time(t, x)
+        if dt is None:
+            i = torch.floor(t * (self.N - 1) / self.T)
+            ratio = math.log(self.sigma_max / self.sigma_min) / (self.N - 1)
+            sigma = self.sigma_min * torch.exp(i * ratio)
+            prev = torch.where(i > 0, self.sigma_min * torch.exp((i - 1) * ratio), torch.zeros_like(sigma))
+        else:
+            self._step(t, x, dt)
+            sigma, prev = self.sigma(t), self.sigma(t - dt)
+        return torch.zeros_like(x), torch.sqrt(sigma**2 - prev**2)
