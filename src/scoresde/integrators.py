@@ -17,6 +17,7 @@ error norm for the whole batch (scipy's behaviour on a flattened state).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -50,7 +51,7 @@ def fixed_step(f: ODEFunc, y: Tensor, ts: Sequence[float], method: str = "euler"
     Costs per step: 1 evaluation (euler), 2 (heun), 4 (rk4).
     """
     check_options("method", method, FIXED_METHODS)
-    for t, s in _progress(list(zip(ts[:-1], ts[1:], strict=True)), progress):
+    for t, s in _progress(list(itertools.pairwise(ts)), progress):
         h = s - t
         k1 = f(t, y, None)
         if method == "euler":

@@ -139,7 +139,7 @@ def _vjps(out: Tensor, inp: Tensor, cotangents: Tensor) -> Tensor:
 
 
 def dequantize(levels_x: Tensor, levels: int = 256, generator: torch.Generator | None = None) -> Tensor:
-    r"""Uniform dequantization of integer data ``k`` in ``{0, ..., levels-1}``: :math:`u = (k + U)/levels \in [0, 1)`."""
+    r"""Uniform dequantization of integer data ``k`` in ``{0, ..., levels-1}``: :math:`u = (k + U)/L \in [0, 1)`."""
     k = levels_x if levels_x.is_floating_point() else levels_x.to(torch.get_default_dtype())
     return (k + rand_like(k, generator)) / levels
 
@@ -190,10 +190,7 @@ def bits_per_dim(
     values = x.to(torch.float64)
     if bool((values != values.round()).any()) or bool((values < 0).any()) or bool((values > levels - 1).any()):
         raise ValueError(f"x must hold integers in [0, {levels - 1}] (raw levels, before scaling)")
-    if dequantize_data:
-        u = dequantize(values, levels, generator).to(torch.float64)
-    else:
-        u = (values + 0.5) / levels
+    u = dequantize(values, levels, generator).to(torch.float64) if dequantize_data else (values + 0.5) / levels
     lo, hi = data_range
     dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     y = (lo + (hi - lo) * u).to(dtype)

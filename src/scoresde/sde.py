@@ -176,7 +176,7 @@ class ReverseSDE:
 
 
 class _LinearBetaSDE(SDE):
-    r"""Shared schedule of VP and sub-VP: :math:`\beta(t) = \beta_0 + t(\beta_1-\beta_0)` on ``[0, 1]``, prior N(0, I)."""
+    r"""Shared schedule of VP and sub-VP: :math:`\beta(t) = \beta_0 + t(\beta_1-\beta_0)`, prior N(0, I)."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000) -> None:
         super().__init__(N)

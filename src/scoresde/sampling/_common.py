@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -19,7 +20,7 @@ def coeffs(sde: SDE, t: float) -> tuple[float, float]:
 
 def steps_of(ts: Sequence[float], progress: bool, desc: str = "sampling") -> Iterable[tuple[float, float]]:
     """Consecutive ``(t, s)`` pairs of a decreasing grid, optionally under a tqdm bar."""
-    pairs = list(zip(ts[:-1], ts[1:], strict=True))
+    pairs = list(itertools.pairwise(ts))
     if not progress:
         return pairs
     from tqdm.auto import tqdm

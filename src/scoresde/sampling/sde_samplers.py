@@ -76,7 +76,7 @@ def ancestral_step(
 ) -> Tensor:
     r"""Ancestral sampling (paper eq. 47 for VE, DDPM's sampler for VP).
 
-    VE: :math:`x \leftarrow x + (\sigma_t^2-\sigma_s^2)s_\theta + \sqrt{\sigma_s^2(\sigma_t^2-\sigma_s^2)/\sigma_t^2}\,z`.
+    VE: :math:`x \leftarrow x + (\sigma_t^2-\sigma_s^2)s_\theta + \sqrt{\sigma_s^2(\sigma_t^2-\sigma_s^2)}/\sigma_t\,z`.
     VP: :math:`x \leftarrow (x + \beta s_\theta)/\sqrt{1-\beta} + \sqrt\beta\,z` with
     :math:`\beta = 1 - \bar\alpha_t/\bar\alpha_s`.
     """
