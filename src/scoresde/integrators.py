@@ -113,7 +113,7 @@ def dopri5(
     if span == 0.0:
         return y, 0
     k1 = call(t, y, None)
-    h = _initial_step(call, t, y, k1, direction, rtol, atol, rms)
+    h = _initial_step(call, t, y, k1, direction, span, rtol, atol, rms)
     n_evals = 2
     h = torch.minimum(h.to(tdtype), torch.full_like(h, span, dtype=tdtype))
     done = torch.zeros(batch, dtype=torch.bool, device=y0.device)
@@ -164,11 +164,14 @@ def dopri5(
     return y, n_evals
 
 
-def _initial_step(call, t: Tensor, y: Tensor, f0: Tensor, direction: float, rtol: float, atol: float, rms) -> Tensor:
+def _initial_step(
+    call, t: Tensor, y: Tensor, f0: Tensor, direction: float, span: float, rtol: float, atol: float, rms
+) -> Tensor:
     """Hairer, Norsett & Wanner's starting step size (one extra evaluation of ``f``)."""
     scale = atol + rtol * y.abs()
     d0, d1 = rms(y / scale), rms(f0 / scale)
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-30))
+    h0 = h0.clamp_max(span)
     y1 = y + _as_state(direction * h0, y) * f0
     f1 = call(t + direction * h0.to(t.dtype), y1, None)
     d2 = rms((f1 - f0) / scale) / h0

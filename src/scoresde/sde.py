@@ -128,6 +128,10 @@ class SDE(abc.ABC):
             raise ValueError(f"a step of dt={dt} arriving at t={float(start.min()):g} would start before 0")
         return dt
 
+    def _level(self, t: Tensor) -> Tensor:
+        """Index ``floor(t (N-1) / T)`` of the discrete level at ``t`` (robust to round-off at exact levels)."""
+        return torch.floor(t * (self.N - 1) / self.T + 1e-7).clamp(0, self.N - 1)
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
@@ -239,7 +243,7 @@ class VPSDE(_LinearBetaSDE):
         to DDPM's table on a uniform grid of ``N`` steps and stays exact for any grid.
         """
         if dt is None:
-            i = torch.floor(t * (self.N - 1) / self.T)
+            i = self._level(t)
             return self.beta_min / self.N + i * (self.beta_max - self.beta_min) / (self.N * (self.N - 1))
         return -torch.expm1(-(self.integral_beta(t) - self.integral_beta(t - dt)))
 
@@ -330,7 +334,7 @@ class VESDE(SDE):
         """
         t = self._time(t, x)
         if dt is None:
-            i = torch.floor(t * (self.N - 1) / self.T)
+            i = self._level(t)
             ratio = math.log(self.sigma_max / self.sigma_min) / (self.N - 1)
             sigma = self.sigma_min * torch.exp(i * ratio)
             prev = torch.where(i > 0, self.sigma_min * torch.exp((i - 1) * ratio), torch.zeros_like(sigma))

@@ -24,7 +24,6 @@ from ._common import coeffs, steps_of
 
 PredictorFn = Callable[..., Tensor]
 CorrectorFn = Callable[..., Tensor]
-STEP_NORMS = ("batch", "sample")
 
 
 # -- predictors ----------------------------------------------------------------------
@@ -122,28 +121,23 @@ def langevin_corrector(
     snr: float,
     n_steps: int = 1,
     alpha: float = 1.0,
-    step_norm: str = "batch",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Langevin MCMC at fixed ``t`` (paper Algorithm 4/5).
 
     Each step: :math:`x \leftarrow x + \epsilon s_\theta + \sqrt{2\epsilon}\,z` with
     :math:`\epsilon = 2\alpha(r\|z\|/\|s_\theta\|)^2`, ``r`` the signal-to-noise ratio.
-    ``step_norm="batch"`` uses the batch means of the per-sample norms (one step size
-    for the batch, as the reference code); ``"sample"`` uses each sample's own
-    :math:`\|s_\theta\|` and :math:`\|z\| \approx \sqrt{d}` (batch-independent).
+    The norms are per-sample L2 norms averaged over the batch, giving one step size for
+    the batch as in the reference code (a per-sample :math:`\|s_\theta\|` would take huge
+    steps wherever the score nearly vanishes, e.g. at a mode).
     """
     tt = sde._time(t, x)
-    dims = x[0].numel()
     for _ in range(n_steps):
         grad = score_fn(x, tt)
         noise = randn_like(x, generator)
-        grad_norm = grad.reshape(grad.shape[0], -1).norm(dim=1)
-        if step_norm == "batch":
-            noise_norm = noise.reshape(noise.shape[0], -1).norm(dim=1).mean()
-            step = 2 * alpha * (snr * noise_norm / grad_norm.mean().clamp_min(1e-30)) ** 2
-        else:
-            step = expand_to(2 * alpha * (snr * math.sqrt(dims) / grad_norm.clamp_min(1e-30)) ** 2, x)
+        grad_norm = grad.reshape(grad.shape[0], -1).norm(dim=1).mean()
+        noise_norm = noise.reshape(noise.shape[0], -1).norm(dim=1).mean()
+        step = 2 * alpha * (snr * noise_norm / grad_norm.clamp_min(1e-30)) ** 2
         x = x + step * grad + torch.sqrt(2 * step) * noise
     return x
 
@@ -156,7 +150,6 @@ def ald_corrector(
     snr: float,
     n_steps: int = 1,
     alpha: float = 1.0,
-    step_norm: str = "batch",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Annealed Langevin dynamics (NCSN): step :math:`\epsilon = 2\alpha(r\,\sigma(t))^2`."""
@@ -191,7 +184,6 @@ def pc(
     snr: float = 0.16,
     corrector_steps: int = 1,
     probability_flow: bool = False,
-    step_norm: str = "batch",
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> Tensor:
@@ -204,7 +196,6 @@ def pc(
     """
     predict = _lookup("predictor", predictor, PREDICTORS)
     correct = _lookup("corrector", corrector, CORRECTORS)
-    check_options("step_norm", step_norm, STEP_NORMS)
     if correct is not None:
         if not (isinstance(snr, (int, float)) and snr > 0):
             raise ValueError(f"snr must be a positive number, got {snr!r}")
@@ -215,8 +206,7 @@ def pc(
         if correct is not None and corrector_steps > 0:
             alpha = corrector_alpha(sde, t, s)
             x = correct(
-                sde, score_fn, x, s, snr=snr, n_steps=int(corrector_steps), alpha=alpha,
-                step_norm=step_norm, generator=generator,
+                sde, score_fn, x, s, snr=snr, n_steps=int(corrector_steps), alpha=alpha, generator=generator
             )  # fmt: skip
     return x
 

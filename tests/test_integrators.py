@@ -1,0 +1,75 @@
+"""ODE integrators against exact solutions."""
+
+import math
+
+import pytest
+import torch
+
+from scoresde.integrators import dopri5, fixed_step
+
+
+def decay(rate):
+    """dy/dt = -rate_i * y, per-sample rates, exact solution y0 exp(-rate (t - t0))."""
+
+    def f(t, y, idx):
+        r = rate if idx is None else rate[idx]
+        return -r[:, None] * y
+
+    return f
+
+
+@pytest.mark.parametrize(("t0", "t1"), [(0.0, 2.0), (2.0, 0.5)])
+@pytest.mark.parametrize("error_norm", ["sample", "batch"])
+def test_dopri5_matches_the_exact_solution(t0, t1, error_norm):
+    rate = torch.tensor([0.5, 1.0, 3.0, 10.0], dtype=torch.float64)
+    y0 = torch.ones(4, 3, dtype=torch.float64)
+    y1, nfe = dopri5(decay(rate), y0, t0, t1, rtol=1e-8, atol=1e-10, error_norm=error_norm)
+    exact = torch.exp(-rate * (t1 - t0))[:, None].expand(4, 3)
+    torch.testing.assert_close(y1, exact, rtol=2e-6, atol=1e-8)
+    assert 8 < nfe < 2000
+
+
+def test_dopri5_tolerance_controls_the_error():
+    rate = torch.tensor([2.0], dtype=torch.float64)
+    y0 = torch.ones(1, 1, dtype=torch.float64)
+    errors, costs = [], []
+    for tol in (1e-3, 1e-6, 1e-9):
+        y1, nfe = dopri5(decay(rate), y0, 0.0, 3.0, rtol=tol, atol=tol)
+        errors.append(abs(float(y1) - math.exp(-6.0)))
+        costs.append(nfe)
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-9
+    assert costs[0] < costs[1] < costs[2]
+
+
+def test_per_sample_control_is_independent_of_the_batch():
+    """With per-sample error control a row's result does not depend on its neighbours."""
+    rate = torch.tensor([1.0, 40.0], dtype=torch.float64)
+    y0 = torch.ones(2, 2, dtype=torch.float64)
+    together, _ = dopri5(decay(rate), y0, 0.0, 1.0, rtol=1e-5, atol=1e-5)
+    alone, _ = dopri5(decay(rate[:1]), y0[:1], 0.0, 1.0, rtol=1e-5, atol=1e-5)
+    assert torch.equal(together[:1], alone)
+    batch_mode, _ = dopri5(decay(rate), y0, 0.0, 1.0, rtol=1e-5, atol=1e-5, error_norm="batch")
+    assert not torch.equal(batch_mode[:1], alone)  # the stiff neighbour changes the shared steps
+
+
+@pytest.mark.parametrize(("method", "order"), [("euler", 1), ("heun", 2), ("rk4", 4)])
+def test_fixed_step_convergence_order(method, order):
+    rate = torch.tensor([1.5], dtype=torch.float64)
+    y0 = torch.ones(1, 1, dtype=torch.float64)
+    errs = []
+    for n in (20, 40):
+        ts = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64).tolist()
+        errs.append(abs(float(fixed_step(decay(rate), y0, ts, method)) - math.exp(-1.5)))
+    assert math.log2(errs[0] / errs[1]) == pytest.approx(order, abs=0.15)
+
+
+def test_dopri5_errors():
+    def bad(t, y, idx):
+        return torch.full_like(y, math.nan)
+
+    with pytest.raises(FloatingPointError):
+        dopri5(bad, torch.ones(2, 2), 0.0, 1.0)
+    with pytest.raises(ValueError, match="error_norm"):
+        dopri5(decay(torch.ones(2)), torch.ones(2, 2), 0.0, 1.0, error_norm="max")
+    with pytest.raises(ValueError, match="rtol"):
+        dopri5(decay(torch.ones(2)), torch.ones(2, 2), 0.0, 1.0, rtol=0.0)
