@@ -73,3 +73,21 @@ def test_dopri5_errors():
         dopri5(decay(torch.ones(2)), torch.ones(2, 2), 0.0, 1.0, error_norm="max")
     with pytest.raises(ValueError, match="rtol"):
         dopri5(decay(torch.ones(2)), torch.ones(2, 2), 0.0, 1.0, rtol=0.0)
+
+
+def test_dopri5_agrees_with_scipy_rk45_on_a_nonlinear_system():
+    """Lotka-Volterra, integrated independently by scipy's RK45 at tight tolerance."""
+    integrate = pytest.importorskip("scipy.integrate")
+
+    def lotka(t, y, idx=None):
+        a, b = y[:, 0], y[:, 1]
+        return torch.stack([1.5 * a - a * b, -3.0 * b + a * b], dim=1)
+
+    y0 = torch.tensor([[10.0, 5.0], [1.0, 1.0], [4.0, 2.0]], dtype=torch.float64)
+    ours, _ = dopri5(lotka, y0, 0.0, 4.0, rtol=1e-10, atol=1e-10)
+    for row in range(3):
+        ref = integrate.solve_ivp(
+            lambda t, y: lotka(t, torch.tensor(y)[None])[0].numpy(), (0.0, 4.0), y0[row].numpy(),
+            method="RK45", rtol=1e-11, atol=1e-11,
+        )  # fmt: skip
+        torch.testing.assert_close(ours[row], torch.tensor(ref.y[:, -1]), rtol=1e-7, atol=1e-7)
