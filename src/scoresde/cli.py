@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-n", type=int, default=5000, help="samples per sampler (default 5000)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--progress", action="store_true", help="show progress bars")
+    demo.add_argument("--quick", action="store_true", help="a smoke run with 10x fewer steps")
     return parser
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.n < 100:
             print("scoresde demo: -n must be at least 100", file=sys.stderr)
             return 2
-        run_demo(args.out, n=args.n, seed=args.seed, progress=args.progress)
+        run_demo(args.out, n=args.n, seed=args.seed, progress=args.progress, quick=args.quick)
     return 0
 
 

@@ -34,14 +34,16 @@ def _colormap(values: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-def density_panel(points: np.ndarray, extent: tuple[float, float, float, float], size: int = 220) -> Image.Image:
+def density_panel(
+    points: np.ndarray, extent: tuple[float, float, float, float], size: int = 220, bins: int = 110
+) -> Image.Image:
     """A 2-D histogram of ``points`` ``[N, 2]`` over ``extent`` = (xmin, xmax, ymin, ymax), log-scaled."""
     xmin, xmax, ymin, ymax = extent
     pts = np.asarray(points, dtype=np.float64)
-    hist, _, _ = np.histogram2d(pts[:, 1], pts[:, 0], bins=size, range=[[ymin, ymax], [xmin, xmax]])
+    hist, _, _ = np.histogram2d(pts[:, 1], pts[:, 0], bins=bins, range=[[ymin, ymax], [xmin, xmax]])
     hist = np.flipud(hist)
     scaled = np.log1p(hist) / max(np.log1p(hist.max()), 1e-12)
-    return Image.fromarray(_colormap(scaled), mode="RGB")
+    return Image.fromarray(_colormap(scaled)).resize((size, size), Image.NEAREST)
 
 
 def save_scatter_grid(
@@ -146,13 +148,26 @@ def save_line_plot(
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
-    """Write a PNG atomically: to a temporary file in the same folder, then rename."""
+    """Write a PNG atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(binary_handle)`` on a temporary file next to ``path``, then rename it into place.
+
+    A crash mid-write leaves the previous file (if any) untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
