@@ -191,3 +191,24 @@ def test_fewer_steps_with_a_quadratic_grid(mixture, reference):
                   generator=torch.Generator().manual_seed(0))  # fmt: skip
     errors = mixture_errors(mixture, x, reference)
     assert errors["tv"] < 0.03 and errors["std"] < 0.08 and abs(errors["logp"]) < 0.06, errors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+def test_corrector_only_annealed_langevin(sde_name, mixture, reference):
+    """The paper's C2000: no predictor, two Langevin steps at each of 1000 noise levels."""
+    sde = SDES[sde_name]
+    x = sd.sample(sde, mixture.score_fn(sde), (N_SAMPLES, 2), sampler="pc", predictor="none", corrector="langevin",
+                  snr=0.16, corrector_steps=2, steps=1000, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    errors = mixture_errors(mixture, x, reference)
+    assert errors["tv"] < 0.03 and errors["std"] < 0.08 and abs(errors["logp"]) < 0.06, errors
+
+
+def test_progress_bars_do_not_change_results(mixture, capsys):
+    sde = sd.VPSDE()
+    for sampler, kw in (("pc", {"steps": 5}), ("ode", {}), ("ddim", {"steps": 5})):
+        a = sd.sample(sde, mixture.score_fn(sde), (16, 2), sampler=sampler, progress=True,
+                      generator=torch.Generator().manual_seed(0), **kw)  # fmt: skip
+        b = sd.sample(sde, mixture.score_fn(sde), (16, 2), sampler=sampler,
+                      generator=torch.Generator().manual_seed(0), **kw)  # fmt: skip
+        assert torch.equal(a, b)

@@ -120,12 +120,14 @@ class SDE(abc.ABC):
         return batch_time(t, x, self.T)
 
     def _step(self, t: TimeLike, x: Tensor, dt: float | None) -> float:
+        """Validate a step ``dt`` (default ``T/N``) arriving at ``t``: it must not start before 0."""
         dt = self.T / self.N if dt is None else float(dt)
         if not dt > 0:
             raise ValueError(f"dt must be positive, got {dt}")
-        start = batch_time(t, x, self.T)
-        if float(start.min()) < dt * (1 - 1e-9) - 1e-12:
-            raise ValueError(f"a step of dt={dt} arriving at t={float(start.min()):g} would start before 0")
+        times = batch_time(t, x, self.T)
+        earliest = float(t) if isinstance(t, (int, float)) else float(times.min())  # no device sync for floats
+        if earliest < dt * (1 - 1e-9) - 1e-12:
+            raise ValueError(f"a step of dt={dt} arriving at t={earliest:g} would start before 0")
         return dt
 
     def _level(self, t: Tensor) -> Tensor:
@@ -161,9 +163,8 @@ class ReverseSDE:
 
     def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         """Return the reverse drift (shape of ``x``) and diffusion (``[B]``) at ``(x, t)``."""
-        t = self.forward._time(t, x)
         drift, diffusion = self.forward.sde(x, t)
-        score = self.score_fn(x, t)
+        score = self.score_fn(x, self.forward._time(t, x))
         drift = drift - expand_to(self._coef * diffusion**2, x) * score
         if self.probability_flow:
             diffusion = torch.zeros_like(diffusion)
@@ -172,9 +173,8 @@ class ReverseSDE:
     def discretize(self, x: Tensor, t: TimeLike, dt: float | None = None) -> tuple[Tensor, Tensor]:
         r"""Reverse of :meth:`SDE.discretize`: :math:`x_{t-\Delta t} = x_t - \bar f + \bar G z` with
         :math:`\bar f = f - c\,G^2 s(x,t)`, :math:`\bar G = G` (SDE, ``c = 1``) or ``0`` (ODE, ``c = 1/2``)."""
-        t = self.forward._time(t, x)
         f, G = self.forward.discretize(x, t, dt)
-        rev_f = f - expand_to(self._coef * G**2, x) * self.score_fn(x, t)
+        rev_f = f - expand_to(self._coef * G**2, x) * self.score_fn(x, self.forward._time(t, x))
         rev_G = torch.zeros_like(G) if self.probability_flow else G
         return rev_f, rev_G
 
@@ -249,10 +249,9 @@ class VPSDE(_LinearBetaSDE):
 
     def discretize(self, x: Tensor, t: TimeLike, dt: float | None = None) -> tuple[Tensor, Tensor]:
         r"""DDPM rule: :math:`f = (\sqrt{1-\beta} - 1)x`, :math:`G = \sqrt{\beta}` (see :meth:`step_beta`)."""
-        t = self._time(t, x)
         if dt is not None:
             self._step(t, x, dt)
-        beta = self.step_beta(t, dt)
+        beta = self.step_beta(self._time(t, x), dt)
         return expand_to(torch.sqrt(1.0 - beta) - 1.0, x) * x, torch.sqrt(beta)
 
 
@@ -332,6 +331,8 @@ class VESDE(SDE):
         With ``dt=None`` the levels are SMLD's table at ``i = floor(t (N-1)/T)`` with
         :math:`\sigma_{-1} = 0`; with a step ``dt`` they are :math:`\sigma(t)` and :math:`\sigma(t - \Delta t)`.
         """
+        if dt is not None:
+            self._step(t, x, dt)
         t = self._time(t, x)
         if dt is None:
             i = self._level(t)
@@ -339,6 +340,5 @@ class VESDE(SDE):
             sigma = self.sigma_min * torch.exp(i * ratio)
             prev = torch.where(i > 0, self.sigma_min * torch.exp((i - 1) * ratio), torch.zeros_like(sigma))
         else:
-            self._step(t, x, dt)
             sigma, prev = self.sigma(t), self.sigma(t - dt)
         return torch.zeros_like(x), torch.sqrt(sigma**2 - prev**2)

@@ -131,7 +131,7 @@ def demo_mixture() -> GaussianMixture:
     """The 2-D mixture of the demo, tests and benchmarks.
 
     Three well separated modes with unequal weights (0.5, 0.3, 0.2) and unequal
-    isotropic stds (0.5, 0.4, 0.3); the closest pair of modes is 10 stds apart.
+    isotropic stds (0.5, 0.4, 0.3); every pair of modes is more than 9 stds (of the wider one) apart.
     """
     return GaussianMixture(
         weights=[0.5, 0.3, 0.2],

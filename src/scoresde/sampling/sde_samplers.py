@@ -211,34 +211,35 @@ def pc(
     return x
 
 
-def euler_maruyama(
-    sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
-    ts: Sequence[float],
-    *,
-    probability_flow: bool = False,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> Tensor:
-    """Euler-Maruyama on the reverse SDE (Euler on the probability-flow ODE with ``probability_flow=True``)."""
-    return pc(sde, score_fn, x, ts, predictor="euler_maruyama", corrector="none",
-              probability_flow=probability_flow, generator=generator, progress=progress)  # fmt: skip
+def _predictor_only(predictor: str, doc: str) -> Callable[..., Tensor]:
+    """A sampler running one predictor and no corrector, with the ``probability_flow`` option."""
+
+    def sampler(
+        sde: SDE,
+        score_fn: ScoreFn,
+        x: Tensor,
+        ts: Sequence[float],
+        *,
+        probability_flow: bool = False,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        return pc(sde, score_fn, x, ts, predictor=predictor, corrector="none",
+                  probability_flow=probability_flow, generator=generator, progress=progress)  # fmt: skip
+
+    sampler.__name__ = sampler.__qualname__ = predictor
+    sampler.__doc__ = doc
+    return sampler
 
 
-def reverse_diffusion(
-    sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
-    ts: Sequence[float],
-    *,
-    probability_flow: bool = False,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> Tensor:
-    """The reverse-diffusion predictor alone (paper's P1000 with the discretization of the forward SDE)."""
-    return pc(sde, score_fn, x, ts, predictor="reverse_diffusion", corrector="none",
-              probability_flow=probability_flow, generator=generator, progress=progress)  # fmt: skip
+euler_maruyama = _predictor_only(
+    "euler_maruyama",
+    "Euler-Maruyama on the reverse SDE (Euler on the probability-flow ODE with ``probability_flow=True``).",
+)
+reverse_diffusion = _predictor_only(
+    "reverse_diffusion",
+    "The reverse-diffusion predictor alone: the reverse of the forward SDE's own discretization.",
+)
 
 
 def ancestral(
