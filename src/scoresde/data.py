@@ -1,0 +1,263 @@
+"""Datasets: integer-level images (digits, image folders, CIFAR-10, MNIST) and 2-D toys.
+
+Images are kept as integer levels ``k in {0, ..., L-1}`` (``L = 256`` for 8-bit images,
+17 for scikit-learn's digits) and mapped to the model's range in one place:
+
+* training and evaluation both use ``u = (k + U) / L`` with ``U ~ U[0, 1)`` (uniform
+  dequantization that respects ``L``; with ``dequantize=False`` the bin centres
+  ``(k + 1/2) / L``), then ``x = lo + (hi - lo) u`` for ``data_range = (lo, hi)``;
+* samples map back with :func:`to_unit` (for pictures) and :func:`to_levels`.
+
+Nothing is downloaded: the readers take files already on disk, in the layout torchvision
+uses (``cifar-10-batches-py/``, ``MNIST/raw/``), so a folder torchvision filled works as is.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._checks import rand_like
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+TOYS = ("mixture", "moons", "checkerboard", "swiss_roll")
+DIGITS_TEST_SIZE = 297
+
+
+@dataclass
+class ImageData:
+    """Images as integer levels ``images`` (``[N, C, H, W]``, values ``0 .. levels-1``) and optional labels."""
+
+    images: Tensor
+    levels: int
+    labels: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"images must have shape [N, C, H, W], got {tuple(self.images.shape)}")
+        if self.images.numel() and int(self.images.max()) >= self.levels:
+            raise ValueError(f"image values must be below levels={self.levels}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+
+# -- scaling --------------------------------------------------------------------------------
+def to_model(
+    levels_x: Tensor,
+    levels: int,
+    data_range: tuple[float, float] = (-1.0, 1.0),
+    dequantize: bool = True,
+    generator: torch.Generator | None = None,
+    flip: bool = False,
+) -> Tensor:
+    """Integer levels to model inputs: ``lo + (hi - lo) (k + U) / L`` (see the module docstring).
+
+    ``flip`` mirrors a random half of the images horizontally.
+    """
+    k = levels_x.to(torch.get_default_dtype())
+    u = (k + rand_like(k, generator)) / levels if dequantize else (k + 0.5) / levels
+    if flip:
+        mask = rand_like(torch.zeros(k.shape[0], device=k.device), generator) < 0.5
+        u = torch.where(mask[:, None, None, None], u.flip(-1), u)
+    lo, hi = data_range
+    return lo + (hi - lo) * u
+
+
+def to_unit(x: Tensor, data_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
+    """Model outputs back to ``[0, 1]`` (clamped), for pictures."""
+    lo, hi = data_range
+    return ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def to_levels(x: Tensor, levels: int, data_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
+    """Model outputs back to integer levels ``floor(u L)`` clamped to ``[0, L-1]``."""
+    return torch.floor(to_unit(x, data_range) * levels).clamp(0, levels - 1).to(torch.int64)
+
+
+# -- the embedded default: scikit-learn's digits --------------------------------------------
+def load_digits(split: str = "train") -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1797 images, 17 grey levels, no download).
+
+    The split is fixed: a permutation with seed 0; the first 297 images are ``"test"``,
+    the other 1500 ``"train"``; ``"all"`` returns every image in the original order.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = torch.from_numpy(bunch.images.astype(np.uint8))[:, None]
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    if split == "all":
+        return ImageData(images, 17, labels)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    if split == "test":
+        idx = order[:DIGITS_TEST_SIZE]
+    elif split == "train":
+        idx = order[DIGITS_TEST_SIZE:]
+    else:
+        raise ValueError(f"unknown split {split!r}; choose 'train', 'test' or 'all'")
+    return ImageData(images[idx], 17, labels[idx])
+
+
+# -- image folders ----------------------------------------------------------------------------
+def load_image_folder(root: str | Path, image_size: int, channels: int = 3) -> ImageData:
+    """Every image under ``root`` (recursively), resized so the shorter side is ``image_size``
+    and centre-cropped; ``channels`` 3 (RGB) or 1 (grey). Labels are sub-folder indices."""
+    from PIL import Image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    classes = sorted({p.parent.relative_to(root).as_posix() for p in files})
+    images, labels = [], []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB" if channels == 3 else "L")
+                scale = image_size / min(img.size)
+                size = (max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale)))
+                img = img.resize(size, Image.BICUBIC)
+                left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
+                arr = np.asarray(img.crop((left, top, left + image_size, top + image_size)), dtype=np.uint8)
+        except OSError as err:
+            raise ValueError(f"cannot read image {path}: {err}") from err
+        images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
+        labels.append(classes.index(path.parent.relative_to(root).as_posix()))
+    return ImageData(torch.from_numpy(np.stack(images)), 256, torch.tensor(labels))
+
+
+# -- CIFAR-10 and MNIST files (torchvision's layout; never downloaded) -----------------------
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR-10's batch dictionaries and nothing else (no arbitrary code)."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch file")
+
+
+def load_cifar10(root: str | Path, split: str = "train") -> ImageData:
+    """CIFAR-10 from the python batches in ``root/cifar-10-batches-py`` (or ``root`` itself)."""
+    base = Path(root)
+    if (base / "cifar-10-batches-py").is_dir():
+        base = base / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    images, labels = [], []
+    for name in names:
+        path = base / name
+        if not path.is_file():
+            raise FileNotFoundError(f"CIFAR-10 file {path} not found (download it once, e.g. with torchvision)")
+        with open(path, "rb") as handle:
+            try:
+                batch = _ArrayUnpickler(handle, encoding="bytes").load()
+            except (pickle.UnpicklingError, EOFError, ValueError) as err:
+                raise ValueError(f"{path} is not a valid CIFAR-10 batch: {err}") from err
+        data = batch.get(b"data", batch.get("data"))
+        target = batch.get(b"labels", batch.get("labels"))
+        images.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(target, dtype=np.int64))
+    return ImageData(torch.from_numpy(np.concatenate(images)), 256, torch.from_numpy(np.concatenate(labels)))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def load_mnist(root: str | Path, split: str = "train") -> ImageData:
+    """MNIST from the IDX files in ``root/MNIST/raw`` (or ``root``), gzipped or not."""
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    base = Path(root)
+    if (base / "MNIST" / "raw").is_dir():
+        base = base / "MNIST" / "raw"
+    prefix = "train" if split == "train" else "t10k"
+
+    def find(stem: str) -> Path:
+        for candidate in (base / stem, base / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"MNIST file {base / stem}[.gz] not found (download it once, e.g. with torchvision)")
+
+    images = _read_idx(find(f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+    return ImageData(torch.from_numpy(images.copy())[:, None], 256, torch.from_numpy(labels.astype(np.int64)))
+
+
+# -- 2-D toys ----------------------------------------------------------------------------------
+def toy_data(name: str, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` points ``[n, 2]`` of a 2-D toy: ``mixture`` (the demo mixture), ``moons``,
+    ``checkerboard`` or ``swiss_roll``, scaled to roughly unit spread."""
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    if name == "mixture":
+        from .toy import demo_mixture
+
+        return demo_mixture().sample(n, generator=g)
+    if name == "moons":
+        upper = torch.rand(n, generator=g) < 0.5
+        angle = torch.rand(n, generator=g) * torch.pi
+        x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle))
+        y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle))
+        pts = torch.stack([x - 0.5, y - 0.25], 1) + 0.05 * torch.randn(n, 2, generator=g)
+        return pts * 1.5
+    if name == "checkerboard":
+        x1 = torch.rand(n, generator=g) * 4 - 2
+        x2 = torch.rand(n, generator=g) - torch.randint(0, 2, (n,), generator=g).float() * 2
+        x2 = x2 + (torch.floor(x1) % 2)
+        return torch.stack([x1, x2], 1)
+    if name == "swiss_roll":
+        t = 1.5 * torch.pi * (1 + 2 * torch.rand(n, generator=g))
+        pts = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / 5.0
+        return pts + 0.05 * torch.randn(n, 2, generator=g)
+    raise ValueError(f"unknown toy dataset {name!r}; choose one of {list(TOYS)}")
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write an unsigned-byte IDX file (MNIST's format), gzipped when the name ends in .gz."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.tobytes()
+    path = Path(path)
+    if path.suffix == ".gz":
+        buf = io.BytesIO()
+        with gzip.GzipFile(fileobj=buf, mode="wb") as handle:
+            handle.write(payload)
+        payload = buf.getvalue()
+    path.write_bytes(payload)
