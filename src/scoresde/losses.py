@@ -41,6 +41,25 @@ def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Gen
     return low + (high - low) * u
 
 
+def random_levels(n_levels: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Uniform integer levels ``{0, ..., n_levels-1}``, one per sample of ``like``."""
+    device = generator.device if generator is not None else like.device
+    return torch.randint(0, n_levels, (like.shape[0],), generator=generator, device=device).to(like.device)
+
+
+def training_noise(
+    loss: str, sde: SDE, x0: Tensor, eps: float = 1e-5, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
+    """Draw every random input of a loss for the batch ``x0`` (keyword arguments of that loss)."""
+    if loss == "dsm":
+        return {"t": _uniform(x0.shape[0], eps, sde.T, x0, generator), "z": randn_like(x0, generator)}
+    if loss == "ddpm":
+        return {"labels": random_levels(sde.N, x0, generator), "noise": randn_like(x0, generator)}
+    if loss == "smld":
+        return {"labels": random_levels(sde.N, x0, generator), "z": randn_like(x0, generator)}
+    raise ValueError(f"unknown loss {loss!r}; choose 'dsm', 'ddpm' or 'smld'")
+
+
 def dsm_loss(
     sde: SDE,
     score_fn: ScoreFn,
@@ -49,14 +68,20 @@ def dsm_loss(
     reduce: str = "mean",
     eps: float = 1e-5,
     generator: torch.Generator | None = None,
+    t: Tensor | None = None,
+    z: Tensor | None = None,
 ) -> Tensor:
-    """Continuous denoising score matching (see the module docstring); returns a scalar."""
+    """Continuous denoising score matching (see the module docstring); returns a scalar.
+
+    ``t`` (``[B]``) and ``z`` (shaped like ``x0``) may be passed in, e.g. to share one draw
+    across data-parallel processes; otherwise they are drawn from ``generator``.
+    """
     check_options("weighting", weighting, WEIGHTINGS)
     check_options("reduce", reduce, REDUCTIONS)
     check_finite(x0, "training data")
     eps = check_eps(eps, sde.T)
-    t = _uniform(x0.shape[0], eps, sde.T, x0, generator)
-    z = randn_like(x0, generator)
+    t = _uniform(x0.shape[0], eps, sde.T, x0, generator) if t is None else t
+    z = randn_like(x0, generator) if z is None else z
     mean, std = sde.marginal_prob(x0, t)
     std_b = expand_to(std, x0)
     score = score_fn(mean + std_b * z, t)
@@ -72,6 +97,8 @@ def ddpm_loss(
     x0: Tensor,
     reduce: str = "mean",
     generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     r"""DDPM's :math:`L_{simple}`: ``model(x, l)`` predicts the noise at level ``l ~ U{0..N-1}``.
 
@@ -82,10 +109,10 @@ def ddpm_loss(
         raise TypeError("ddpm_loss needs a VPSDE")
     check_options("reduce", reduce, REDUCTIONS)
     check_finite(x0, "training data")
-    device = generator.device if generator is not None else x0.device
-    labels = torch.randint(0, sde.N, (x0.shape[0],), generator=generator, device=device).to(x0.device)
+    if labels is None:
+        labels = random_levels(sde.N, x0, generator)
     abar = sde.discrete_alphas_cumprod().to(x0.device, x0.dtype)[labels]
-    noise = randn_like(x0, generator)
+    noise = randn_like(x0, generator) if noise is None else noise
     noisy = expand_to(abar.sqrt(), x0) * x0 + expand_to((1 - abar).sqrt(), x0) * noise
     return _reduce((model(noisy, labels.to(x0.dtype)) - noise) ** 2, reduce).mean()
 
@@ -96,6 +123,8 @@ def smld_loss(
     x0: Tensor,
     reduce: str = "sum",
     generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
+    z: Tensor | None = None,
 ) -> Tensor:
     r"""SMLD / NCSN: DSM at the ``N`` discrete noise levels :math:`\sigma_i` of the VE SDE, weight :math:`\sigma_i^2`.
 
@@ -106,10 +135,10 @@ def smld_loss(
         raise TypeError("smld_loss needs a VESDE")
     check_options("reduce", reduce, REDUCTIONS)
     check_finite(x0, "training data")
-    device = generator.device if generator is not None else x0.device
-    levels = torch.randint(0, sde.N, (x0.shape[0],), generator=generator, device=device).to(x0.device)
-    t = levels.to(x0.dtype) * (sde.T / (sde.N - 1))
+    if labels is None:
+        labels = random_levels(sde.N, x0, generator)
+    t = labels.to(x0.dtype) * (sde.T / (sde.N - 1))
     sigma = expand_to(sde.marginal_coeffs(t, x0)[1], x0)
-    z = randn_like(x0, generator)
+    z = randn_like(x0, generator) if z is None else z
     score = score_fn(x0 + sigma * z, t)
     return _reduce((score * sigma + z) ** 2, reduce).mean()

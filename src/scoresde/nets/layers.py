@@ -45,8 +45,10 @@ def dense(in_features: int, out_features: int, init_scale: float = 1.0) -> nn.Li
 
 def group_norm(channels: int, groups: str = "ncsnpp") -> nn.GroupNorm:
     """GroupNorm with ``min(C/4, 32)`` groups (NCSN++) or 32 groups (DDPM), eps 1e-6."""
-    num = min(channels // 4, 32) if groups == "ncsnpp" else 32
-    return nn.GroupNorm(num_groups=max(num, 1), num_channels=channels, eps=1e-6)
+    num = max(min(channels // 4, 32) if groups == "ncsnpp" else 32, 1)
+    while channels % num:  # the reference sizes are multiples; for others take the nearest divisor below
+        num -= 1
+    return nn.GroupNorm(num_groups=num, num_channels=channels, eps=1e-6)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_positions: int = 10_000) -> Tensor:
