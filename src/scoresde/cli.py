@@ -118,12 +118,15 @@ def _parse_options(items: list[str]) -> dict:
 
 def _sample(args) -> int:
     from .data import to_levels, to_unit
+    from .distributed import finish, gather_cat, init_from_env, shard
     from .plotting import save_image_grid, save_scatter_grid
     from .sampling import sample
     from .train import build_score, data_shape, load_for_inference
 
     if args.n < 1:
         raise ValueError("-n must be positive")
+    rank, world = init_from_env()
+    part = shard(args.n, rank, world)
     cfg, sde, model = load_for_inference(args.checkpoint, use_ema=not args.no_ema, device=args.device)
     score = build_score(model, sde, cfg)
     options = dict(cfg.sampling.options) if args.sampler is None else {}
@@ -133,9 +136,16 @@ def _sample(args) -> int:
     steps = None if adaptive else (args.steps or cfg.sampling.steps)
     eps = cfg.sampling.eps or None
     start = time.perf_counter()
-    x, nfe = sample(sde, score, (args.n, *data_shape(cfg)), sampler=sampler, steps=steps, eps=eps,
-                    generator=torch.Generator().manual_seed(args.seed), device=args.device, return_nfe=True,
-                    progress=args.progress, **options)  # fmt: skip
+    n_local = part.stop - part.start
+    x, nfe = torch.zeros(0, *data_shape(cfg)), 0
+    if n_local:
+        x, nfe = sample(sde, score, (n_local, *data_shape(cfg)), sampler=sampler, steps=steps, eps=eps,
+                        generator=torch.Generator().manual_seed(args.seed + 1000 * rank), device=args.device,
+                        return_nfe=True, progress=args.progress and rank == 0, **options)  # fmt: skip
+    x = gather_cat(x, world)
+    finish(world)
+    if rank != 0:
+        return 0
     seconds = time.perf_counter() - start
     out = Path(args.out)
     rng = tuple(cfg.data.data_range)
@@ -158,33 +168,40 @@ def _sample(args) -> int:
 
 
 def _likelihood(args) -> int:
+    from .distributed import finish, gather_cat, gather_sum, init_from_env, shard
     from .likelihood import bits_per_dim, log_likelihood
     from .train import build_score, load_dataset, load_for_inference
 
     if args.repeats < 1 or args.batch_size < 1:
         raise ValueError("--repeats and --batch-size must be positive")
+    rank, world = init_from_env()
     cfg, sde, model = load_for_inference(args.checkpoint, device=args.device)
     score = build_score(model, sde, cfg)
     data = load_dataset(cfg, args.split)
-    gen = torch.Generator().manual_seed(args.seed)
+    part = shard(len(data), rank, world)
+    gen = torch.Generator().manual_seed(args.seed + 1000 * rank)
     kw = {"rtol": args.rtol, "atol": args.atol, "divergence": "exact" if args.exact else "hutchinson"}
     start = time.perf_counter()
     per_repeat, total_nfe = [], 0
     for _ in range(args.repeats):
-        values = []
-        n = len(data)
-        for lo in range(0, n, args.batch_size):
+        values = [torch.zeros(0)]
+        for lo in range(part.start, part.stop, args.batch_size):
+            hi = min(lo + args.batch_size, part.stop)
             if cfg.data.dataset == "toy":
-                batch = data[lo : lo + args.batch_size].to(args.device)
+                batch = data[lo:hi].to(args.device)
                 logp, _, nfe = log_likelihood(sde, score, batch, generator=gen, **kw)
-                values.append(-logp)
+                values.append(-logp.cpu().float())
             else:
-                batch = data.images[lo : lo + args.batch_size].to(args.device)
+                batch = data.images[lo:hi].to(args.device)
                 bpd, _, nfe = bits_per_dim(sde, score, batch, levels=data.levels, data_range=tuple(cfg.data.data_range),
                                            dequantize_data=True, generator=gen, **kw)  # fmt: skip
-                values.append(bpd)
+                values.append(bpd.cpu().float())
             total_nfe += nfe
-        per_repeat.append(float(torch.cat(values).mean()))
+        per_repeat.append(float(gather_cat(torch.cat(values), world).double().mean()))
+    total_nfe = int(gather_sum(total_nfe, world))
+    finish(world)
+    if rank != 0:
+        return 0
     unit = "nats/sample (negative log-likelihood)" if cfg.data.dataset == "toy" else "bits/dim"
     mean = float(np.mean(per_repeat))
     sem = float(np.std(per_repeat, ddof=1) / np.sqrt(len(per_repeat))) if len(per_repeat) > 1 else float("nan")

@@ -74,8 +74,11 @@ def save_scatter_grid(
     return save_png(canvas, path)
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 4) -> Path:
-    """Save images ``[B, C, H, W]`` with values in ``[0, 1]`` as one grid PNG (nearest upscaling)."""
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int | None = None) -> Path:
+    """Save images ``[B, C, H, W]`` with values in ``[0, 1]`` as one grid PNG.
+
+    ``scale`` is the nearest-neighbour upscaling (default: tiles of about 64 pixels).
+    """
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape [B, 1 or 3, H, W], got {tuple(images.shape)}")
     imgs = images.detach().float().clamp(0, 1).cpu().numpy()
@@ -87,6 +90,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
     for i in range(b):
         r, c = divmod(i, nrow)
         grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = imgs[i]
+    scale = max(1, 64 // max(h, w)) if scale is None else scale
     pixels = (grid * 255).round().astype(np.uint8)
     img = Image.fromarray(pixels[0] if ch == 1 else pixels.transpose(1, 2, 0))
     if scale > 1:

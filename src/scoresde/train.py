@@ -232,7 +232,7 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
     if progress and is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=t.n_iters, initial=start_step, desc="training", unit="it", dynamic_ncols=True)
+        bar = tqdm(total=t.n_iters, initial=start_step, desc="training", unit="it", dynamic_ncols=True, mininterval=1.0)
     log_path = workdir / "log.jsonl"
     writer = _tensorboard(workdir) if (t.tensorboard and is_main) else None
     model.train()
@@ -261,7 +261,7 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
         done = step + 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{window[-1]:.4f}")
+            bar.set_postfix(loss=f"{window[-1]:.4f}", refresh=False)
         if done % t.log_every == 0 or done == t.n_iters:
             elapsed = time.perf_counter() - tick
             mean_loss = _all_mean(sum(window) / len(window), world)
