@@ -39,6 +39,8 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(THREADS) $(BIN)/python benchmarks/bench_samplers.py
 	$(THREADS) $(BIN)/python benchmarks/bench_likelihood.py
+	$(THREADS) $(BIN)/python benchmarks/bench_training.py
+	$(THREADS) $(BIN)/python benchmarks/bench_sampling_digits.py -n 64  # after `make demo`
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
