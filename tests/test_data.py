@@ -112,3 +112,15 @@ def test_toys(name):
     assert 0.2 < float(pts.std()) < 5
     with pytest.raises(ValueError):
         data.toy_data("spiral", 10)
+
+
+def test_from_image_dataset_adapts_torchvision_style_datasets():
+    rng = np.random.default_rng(0)
+    fake = [(Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)), i % 3) for i in range(4)]
+    fake.append((rng.integers(0, 256, (10, 10), dtype=np.uint8), 2))  # arrays work too
+    ds = data.from_image_dataset(fake, image_size=8, channels=3)
+    assert ds.images.shape == (5, 3, 8, 8) and ds.labels.tolist() == [0, 1, 2, 0, 2]
+    grey = data.from_image_dataset(fake, channels=1, limit=2)
+    assert grey.images.shape == (2, 1, 12, 10)
+    with pytest.raises(ValueError, match="empty"):
+        data.from_image_dataset([])

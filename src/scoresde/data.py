@@ -111,6 +111,21 @@ def load_digits(split: str = "train") -> ImageData:
     return ImageData(images[idx], 17, labels[idx])
 
 
+def _to_array(img, image_size: int | None, channels: int) -> np.ndarray:
+    """A PIL image as uint8 ``[H, W(, C)]``: converted to RGB or grey, the shorter side resized to
+    ``image_size`` (bicubic) and centre-cropped to a square (no resizing when ``image_size`` is None)."""
+    from PIL import Image
+
+    img = img.convert("RGB" if channels == 3 else "L")
+    if image_size is not None:
+        scale = image_size / min(img.size)
+        size = (max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale)))
+        img = img.resize(size, Image.BICUBIC)
+        left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
+        img = img.crop((left, top, left + image_size, top + image_size))
+    return np.asarray(img, dtype=np.uint8)
+
+
 # -- image folders ----------------------------------------------------------------------------
 def load_image_folder(root: str | Path, image_size: int, channels: int = 3) -> ImageData:
     """Every image under ``root`` (recursively), resized so the shorter side is ``image_size``
@@ -128,16 +143,37 @@ def load_image_folder(root: str | Path, image_size: int, channels: int = 3) -> I
     for path in files:
         try:
             with Image.open(path) as img:
-                img = img.convert("RGB" if channels == 3 else "L")
-                scale = image_size / min(img.size)
-                size = (max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale)))
-                img = img.resize(size, Image.BICUBIC)
-                left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
-                arr = np.asarray(img.crop((left, top, left + image_size, top + image_size)), dtype=np.uint8)
+                arr = _to_array(img, image_size, channels)
         except OSError as err:
             raise ValueError(f"cannot read image {path}: {err}") from err
         images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
         labels.append(classes.index(path.parent.relative_to(root).as_posix()))
+    return ImageData(torch.from_numpy(np.stack(images)), 256, torch.tensor(labels))
+
+
+def from_image_dataset(
+    dataset, image_size: int | None = None, channels: int = 3, limit: int | None = None
+) -> ImageData:
+    """Convert any map-style dataset of ``(image, label)`` pairs (e.g. a torchvision dataset built
+    with ``download=False``; images as PIL images or uint8 arrays ``[H, W(, C)]``) to :class:`ImageData`.
+
+    Use this for the datasets torchvision knows beyond CIFAR-10 and MNIST (``pip install
+    scoresde[vision]``); ``image_size`` resizes and centre-crops as :func:`load_image_folder`.
+    """
+    from PIL import Image
+
+    images, labels = [], []
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in range(n):
+        item = dataset[i]
+        img, label = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, -1)
+        if not isinstance(img, Image.Image):
+            img = Image.fromarray(np.asarray(img, dtype=np.uint8))
+        arr = _to_array(img, image_size, channels)
+        images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
+        labels.append(int(label))
+    if not images:
+        raise ValueError("the dataset is empty")
     return ImageData(torch.from_numpy(np.stack(images)), 256, torch.tensor(labels))
 
 
