@@ -227,3 +227,19 @@ def test_user_defined_sde_gets_the_defaults():
     torch.testing.assert_close(G, torch.full((3,), math.sqrt(2.0 / 1000), dtype=torch.float64))
     with pytest.raises(TypeError):
         sd.SDE()  # abstract
+
+
+def test_float32_times_at_a_non_representable_T():
+    """T = 0.999 is not a float32 number; float32 time tensors at T must still be accepted."""
+
+    class Short(sd.VPSDE):
+        @property
+        def T(self):
+            return 0.999
+
+    sde = Short()
+    x = torch.zeros(3, 2)
+    sde.sde(x, torch.full((3,), 0.999))
+    sde.marginal_prob(x, 0.999)
+    with pytest.raises(ValueError):
+        sde.sde(x, torch.full((3,), 0.9995))

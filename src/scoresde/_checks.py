@@ -46,7 +46,8 @@ def batch_time(t: TimeLike, x: Tensor, T: float | None = None, name: str = "t") 
     t = t.to(device=x.device, dtype=x.dtype)
     if T is not None:
         lo, hi = (float(v) for v in torch.aminmax(t.detach()))
-        if not (lo >= 0.0 and hi <= T):
+        slack = 4 * torch.finfo(t.dtype).eps * max(1.0, T) if t.is_floating_point() else 0.0  # T rounded to dtype
+        if not (lo >= 0.0 and hi <= T + slack):
             raise ValueError(f"{name} must lie in [0, T={T}], got values in [{lo:g}, {hi:g}]")
     return t
 

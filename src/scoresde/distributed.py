@@ -15,13 +15,14 @@ import torch
 import torch.distributed as dist
 
 
-def init_from_env() -> tuple[int, int]:
-    """Join the process group torchrun describes (gloo on CPU, nccl on GPU); ``(rank, world_size)``."""
+def init_from_env(device: torch.device | None = None) -> tuple[int, int]:
+    """Join the process group torchrun describes (nccl for CUDA devices, else gloo); ``(rank, world_size)``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -32,6 +32,7 @@ from .checkpoint import (
 )
 from .config import Config, from_dict
 from .data import ImageData, load_cifar10, load_digits, load_image_folder, load_mnist, to_model, to_unit, toy_data
+from .distributed import init_from_env
 from .losses import ddpm_loss, dsm_loss, smld_loss, training_noise
 from .nets import NCSNpp, TimeMLP, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_small, ncsnpp_cifar10
 from .plotting import save_image_grid, save_line_plot, save_scatter_grid
@@ -146,16 +147,6 @@ class EMA:
 
 
 # -- distributed helpers ---------------------------------------------------------------------
-def distributed_setup(device: torch.device) -> tuple[int, int]:
-    """Initialize torch.distributed from torchrun's environment; returns ``(rank, world_size)``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -194,7 +185,7 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
     ckpt_dir = workdir / "checkpoints"
     t = cfg.training
     device = pick_device(t.device)
-    rank, world = distributed_setup(device)
+    rank, world = init_from_env(device)
     if t.batch_size % world:
         raise ValueError(f"training.batch_size {t.batch_size} must be divisible by the {world} processes")
     is_main = rank == 0
