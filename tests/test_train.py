@@ -1,5 +1,6 @@
 """Configs, checkpoints, the trainer (exact resume after SIGKILL, DDP with gloo) and the CLI."""
 
+import json
 import os
 import signal
 import subprocess
@@ -131,7 +132,7 @@ def test_ema_and_warmup():
     assert float(ema.shadow["weight"]) == pytest.approx(1 - 0.9**2)
     with ema.applied(model):
         assert float(model.weight.detach()) == pytest.approx(0.19)
-    assert float(model.weight) == 1.0
+    assert float(model.weight.detach()) == 1.0
     cfg = load_config(TOY, ["training.lr=1e-3", "training.warmup=100"])
     assert learning_rate(cfg, 0) == pytest.approx(1e-5) and learning_rate(cfg, 99) == 1e-3
     assert learning_rate(cfg, 5000) == 1e-3
@@ -177,6 +178,8 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     a, _ = load_checkpoint(reference / "checkpoints")
     b, meta = load_checkpoint(killed / "checkpoints")
     assert meta["step"] == 240 and set(a) == set(b)
+    steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 240  # no duplicated records after the resume
     for key in a:
         assert torch.equal(a[key], b[key]), key
 

@@ -117,7 +117,7 @@ def _parse_options(items: list[str]) -> dict:
 
 
 def _sample(args) -> int:
-    from .data import to_levels, to_unit
+    from .data import data_levels, to_levels, to_unit
     from .distributed import finish, gather_cat, init_from_env, shard
     from .plotting import save_image_grid, save_scatter_grid
     from .sampling import sample
@@ -152,8 +152,7 @@ def _sample(args) -> int:
     if out.suffix == ".npz":
         arrays = {"samples": x.cpu().numpy()}
         if cfg.data.dataset != "toy":
-            levels = 17 if cfg.data.dataset == "digits" else 256
-            arrays["levels"] = to_levels(x, levels, rng).cpu().numpy().astype(np.uint8)
+            arrays["levels"] = to_levels(x, data_levels(cfg.data.dataset), rng).cpu().numpy().astype(np.uint8)
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, **arrays)
     elif out.suffix == ".png":

@@ -54,6 +54,11 @@ class ImageData:
         return tuple(self.images.shape[1:])
 
 
+def data_levels(dataset: str) -> int:
+    """Number of grey levels of a named image dataset: 17 for the digits, 256 for 8-bit images."""
+    return 17 if dataset == "digits" else 256
+
+
 # -- scaling --------------------------------------------------------------------------------
 def to_model(
     levels_x: Tensor,

@@ -35,7 +35,7 @@ from .data import ImageData, load_cifar10, load_digits, load_image_folder, load_
 from .distributed import init_from_env
 from .losses import ddpm_loss, dsm_loss, smld_loss, training_noise
 from .nets import NCSNpp, TimeMLP, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_small, ncsnpp_cifar10
-from .plotting import save_image_grid, save_line_plot, save_scatter_grid
+from .plotting import atomic_write, save_image_grid, save_line_plot, save_scatter_grid
 from .score import ModelScore
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
@@ -208,6 +208,8 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
     latest = latest_checkpoint(ckpt_dir) if resume else None
     if latest is not None:
         start_step, history = _restore(latest, cfg, model, ema, optimizer, data_gen)
+        if is_main:
+            _truncate_log(workdir / "log.jsonl", start_step)
     wrapped: nn.Module = model
     if world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
@@ -278,6 +280,14 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
         dist.barrier()
         dist.destroy_process_group()
     return latest_checkpoint(ckpt_dir) if is_main else ckpt_dir
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after ``step`` (by a run that was killed before its next checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write(path, lambda handle: handle.write("".join(line + "\n" for line in kept).encode()))
 
 
 def _all_mean(value: float, world: int) -> float:
