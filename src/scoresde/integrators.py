@@ -184,12 +184,13 @@ def _as_state(v: Tensor, like: Tensor) -> Tensor:
     return v.to(like.dtype if v.dtype != torch.bool else torch.bool).reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def _progress(items: list, enabled: bool):
+def _progress(items: list, enabled: bool, desc: str = "sampling"):
+    """``items``, under a tqdm progress bar when ``enabled``."""
     if not enabled:
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc="sampling", unit="step", leave=False)
+    return tqdm(items, desc=desc, unit="step", leave=False)
 
 
 def _bar(span: float, enabled: bool):
@@ -198,8 +199,3 @@ def _bar(span: float, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=span, desc="ode", unit="t", leave=False, bar_format="{l_bar}{bar}| t {n:.3f}/{total:.3f}")
-
-
-def rk_order(method: str) -> int:
-    """Evaluations per step of a fixed-step method."""
-    return {"euler": 1, "heun": 2, "rk4": 4}[check_options("method", method, FIXED_METHODS)]

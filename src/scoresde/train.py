@@ -398,10 +398,3 @@ def load_for_inference(path: str | Path, use_ema: bool = True, device: str = "cp
                 params[k].copy_(v)
     model.to(device).eval()
     return cfg, sde, model
-
-
-def loss_history(workdir: str | Path) -> list[dict]:
-    path = Path(workdir) / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

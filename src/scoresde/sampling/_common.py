@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from ..integrators import _progress
 from ..sde import SDE
 
 _PROBE = torch.zeros(1, 1, dtype=torch.float64)
@@ -20,9 +21,4 @@ def coeffs(sde: SDE, t: float) -> tuple[float, float]:
 
 def steps_of(ts: Sequence[float], progress: bool, desc: str = "sampling") -> Iterable[tuple[float, float]]:
     """Consecutive ``(t, s)`` pairs of a decreasing grid, optionally under a tqdm bar."""
-    pairs = list(itertools.pairwise(ts))
-    if not progress:
-        return pairs
-    from tqdm.auto import tqdm
-
-    return tqdm(pairs, desc=desc, unit="step", leave=False)
+    return _progress(list(itertools.pairwise(ts)), progress, desc)
