@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -102,7 +103,8 @@ def _train(args) -> int:
     cfg = load_config(args.config, args.set)
     start = time.perf_counter()
     final = train(cfg, args.workdir, resume=not args.no_resume, progress=not args.no_progress)
-    print(f"trained {cfg.training.n_iters} steps in {time.perf_counter() - start:.0f} s; checkpoint {final}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {cfg.training.n_iters} steps in {time.perf_counter() - start:.0f} s; checkpoint {final}")
     return 0
 
 

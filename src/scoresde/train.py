@@ -9,6 +9,7 @@ multi-process data parallelism with ``torch.distributed`` (launch with ``torchru
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -241,8 +242,9 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, enabled=t.amp and device.type == "cuda"):
             loss = loss_fn(x, **noise)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {float(loss)} at step {step}; lower training.lr")
+        value = float(loss.detach())  # the step's one host sync: no update is applied from a NaN/inf loss
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value} at step {step}; lower training.lr")
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         if t.grad_clip > 0:
@@ -250,7 +252,7 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
         scaler.step(optimizer)
         scaler.update()
         ema.update(model)
-        window.append(float(loss.detach()))
+        window.append(value)
         done = step + 1
         if bar is not None:
             bar.update(1)
