@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.losses import ddpm_loss, dsm_loss, smld_loss
+from scoresde.losses import ddpm_loss, dsm_loss, smld_loss, training_noise
 from scoresde.toy import GaussianMixture
 
 S = 0.7  # data std
@@ -99,3 +99,136 @@ def test_loss_errors():
         ddpm_loss(sd.VESDE(), lambda x, t: x, x)
     with pytest.raises(TypeError):
         smld_loss(sd.VPSDE(), lambda x, t: x, x)
+
+
+class UncheckedOU(sd.SDE):
+    """A user SDE that validates nothing itself: dx = -x/2 dt + dw, written with raw tensor math."""
+
+    @property
+    def T(self):
+        return 1.0
+
+    def sde(self, x, t):
+        return -0.5 * x, torch.ones_like(torch.as_tensor(t, dtype=x.dtype))
+
+    def marginal_prob(self, x0, t):
+        alpha = torch.exp(-0.5 * t)
+        return alpha.reshape(alpha.shape[0], *[1] * (x0.ndim - 1)) * x0, torch.sqrt(-torch.expm1(-t))
+
+
+def _one_line(err):
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("sde", [sd.VPSDE(), sd.VESDE(), UncheckedOU()], ids=["vp", "ve", "user"])
+def test_dsm_loss_checks_shapes(sde):
+    """A [B, 1] score, a wrongly shaped z and [B, 1] or [B-1] times used to broadcast silently."""
+    x = torch.randn(4, 3)
+    exact = lambda x, t: -x  # noqa: E731
+    with pytest.raises(ValueError, match=r"^score_fn must return a tensor shaped like x \(4, 3\), got \(4, 1\)$") as e:
+        dsm_loss(sde, lambda x, t: x[:, :1], x)
+    _one_line(e)
+    with pytest.raises(ValueError, match=r"score_fn must return a tensor shaped like x \(4, 3\), got NoneType"):
+        dsm_loss(sde, lambda x, t: None, x)
+    for z in (torch.randn(4, 1), torch.randn(3), torch.randn(1, 4, 3)):
+        with pytest.raises(ValueError, match=r"^z must have the shape of x0 \(4, 3\)") as e:
+            dsm_loss(sde, exact, x, z=z)
+        _one_line(e)
+    with pytest.raises(TypeError, match="z must be a floating-point tensor"):
+        dsm_loss(sde, exact, x, z=torch.ones(4, 3, dtype=torch.int64))
+    for t in (torch.full((4, 1), 0.5), torch.full((3,), 0.5), torch.full((4, 3), 0.5)):
+        with pytest.raises(ValueError, match=r"^t must be .* shape \[B\]=\[4\]") as e:
+            dsm_loss(sde, exact, x, t=t)
+        _one_line(e)
+    seen = []
+    dsm_loss(sde, lambda x, t: seen.append((t.shape, t.dtype)) or -x, x, t=torch.tensor(0.5, dtype=torch.float64))
+    assert seen == [((4,), torch.float32)]  # a 0-d time is broadcast to the batch in x0's dtype
+
+
+def test_losses_refuse_non_float_data():
+    """uint8 images used to fail deep inside torch (dsm) or silently zero alphas_cumprod (ddpm)."""
+    x = torch.ones(4, 3, dtype=torch.uint8)
+    for call in (
+        lambda: dsm_loss(sd.VPSDE(), lambda x, t: x, x),
+        lambda: ddpm_loss(sd.VPSDE(), lambda x, t: x.float(), x, noise=torch.randn(4, 3)),
+        lambda: smld_loss(sd.VESDE(), lambda x, t: x, x),
+        lambda: training_noise("dsm", sd.VPSDE(), x),
+        lambda: training_noise("ddpm", sd.VPSDE(), x),
+    ):
+        with pytest.raises(TypeError, match=r"^x0 must be a floating-point tensor, got torch.uint8") as e:
+            call()
+        _one_line(e)
+
+
+def test_ddpm_loss_checks_shapes_and_levels():
+    sde = sd.VPSDE()
+    x = torch.randn(4, 3)
+    eps_model = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    with pytest.raises(ValueError, match=r"^model must return a tensor shaped like x \(4, 3\), got \(4, 1\)$"):
+        ddpm_loss(sde, lambda x, t: x[:, :1], x)
+    with pytest.raises(ValueError, match=r"^noise must have the shape of x0 \(4, 3\), got \(4, 1\)$"):
+        ddpm_loss(sde, eps_model, x, noise=torch.randn(4, 1))
+    for labels in (torch.zeros(4, 1, dtype=torch.long), torch.zeros(3, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"^labels must have shape \[B\]=\[4\]"):
+            ddpm_loss(sde, eps_model, x, labels=labels)
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        ddpm_loss(sde, eps_model, x, labels=torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        ddpm_loss(sde, eps_model, x, labels=torch.tensor([True, False, True, False]))
+    # -1 used to index the last level silently, N raised a bare IndexError
+    for labels in (torch.tensor([-1, 0, 1, 2]), torch.tensor([0, 1, 2, 1000])):
+        with pytest.raises(ValueError, match=r"^labels must be levels in \{0, \.\.\., 999\}") as e:
+            ddpm_loss(sde, eps_model, x, labels=labels)
+        _one_line(e)
+    with pytest.raises(ValueError, match="non-finite"):
+        ddpm_loss(sde, eps_model, torch.full((4, 3), math.nan), labels=torch.tensor([0, 1, 2, 3]))
+
+
+def test_smld_loss_checks_shapes_and_levels():
+    sde = sd.VESDE()
+    x = torch.randn(4, 3)
+    score = GAUSS.score_fn(sde)
+    with pytest.raises(ValueError, match=r"^score_fn must return a tensor shaped like x \(4, 3\), got \(4, 1\)$"):
+        smld_loss(sde, lambda x, t: x[:, :1], x)
+    with pytest.raises(ValueError, match=r"^z must have the shape of x0 \(4, 3\), got \(4, 1\)$"):
+        smld_loss(sde, score, x, z=torch.randn(4, 1))
+    with pytest.raises(ValueError, match=r"^labels must have shape \[B\]=\[4\]"):
+        smld_loss(sde, score, x, labels=torch.zeros(4, 1, dtype=torch.long))
+    # fractional levels used to be silently interpolated between noise levels
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        smld_loss(sde, score, x, labels=torch.tensor([1.5, 0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"^labels must be levels in \{0, \.\.\., 999\}"):
+        smld_loss(sde, score, x, labels=torch.tensor([-1, 0, 1, 2]))
+
+
+def test_discrete_losses_name_the_sde_they_need():
+    x = torch.zeros(4, 3)
+    for sde in (sd.VESDE(), sd.SubVPSDE()):
+        with pytest.raises(TypeError, match=r"^ddpm_loss needs a VPSDE .*got \w+; use dsm_loss") as e:
+            ddpm_loss(sde, lambda x, t: x, x)
+        _one_line(e)
+    for sde in (sd.VPSDE(), sd.SubVPSDE()):
+        with pytest.raises(TypeError, match=r"^smld_loss needs a VESDE .*got \w+; use dsm_loss") as e:
+            smld_loss(sde, lambda x, t: x, x)
+        _one_line(e)
+    with pytest.raises(TypeError, match=r"needs an SDE instance .*instantiate it"):
+        dsm_loss(sd.VPSDE, lambda x, t: x, x)
+
+
+def test_given_noise_keeps_the_draws_and_matches_drawn_noise():
+    """Passing the output of training_noise reproduces the loss drawn from the same generator."""
+    x = GAUSS.sample(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name, sde, loss, fn in (
+        ("dsm", sd.VPSDE(), dsm_loss, GAUSS.score_fn(sd.VPSDE())),
+        ("ddpm", sd.VPSDE(), ddpm_loss, lambda x, t: 0.1 * x),
+        ("smld", sd.VESDE(), smld_loss, GAUSS.score_fn(sd.VESDE())),
+    ):
+        drawn = loss(sde, fn, x, generator=torch.Generator().manual_seed(5))
+        given = loss(sde, fn, x, **training_noise(name, sde, x, generator=torch.Generator().manual_seed(5)))
+        assert float(drawn) == float(given)
+
+
+def test_training_noise_checks_eps():
+    """eps > T used to draw times outside [0, T] that failed later with a message about t."""
+    with pytest.raises(ValueError, match="eps must satisfy"):
+        training_noise("dsm", sd.VPSDE(), torch.zeros(4, 3), eps=2.0)

@@ -243,3 +243,82 @@ def test_float32_times_at_a_non_representable_T():
     sde.marginal_prob(x, 0.999)
     with pytest.raises(ValueError):
         sde.sde(x, torch.full((3,), 0.9995))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool], ids=["int64", "uint8", "bool"])
+@pytest.mark.parametrize("sde", [*SDES, OrnsteinUhlenbeck()], ids=[*IDS, "user"])
+def test_non_float_data_is_refused(sde, dtype):
+    """Integer data used to truncate t to its dtype (VP std 0 at t=0.5); every method refuses it in one line."""
+    x = torch.ones(4, 3, dtype=dtype)
+    score = lambda x, t: x  # noqa: E731
+    calls = {
+        "sde": lambda: sde.sde(x, 0.5),
+        "marginal_prob": lambda: sde.marginal_prob(x, 0.5),
+        "marginal_coeffs": lambda: sde.marginal_coeffs(0.5, x),
+        "discretize": lambda: sde.discretize(x, 0.5),
+        "discretize dt": lambda: sde.discretize(x, 0.5, dt=0.1),
+        "reverse sde": lambda: sde.reverse(score).sde(x, 0.5),
+        "reverse ode": lambda: sde.reverse(score, probability_flow=True).sde(x, 0.5),
+        "reverse discretize": lambda: sde.reverse(score).discretize(x, 0.5),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=rf"^x must be a floating-point tensor, got {dtype}") as err:
+            call()
+        assert "\n" not in str(err.value), name
+    with pytest.raises(TypeError, match=rf"^z must be a floating-point tensor, got {dtype}"):
+        sde.prior_logp(x)
+    with pytest.raises(TypeError, match="floating-point"):
+        sde.prior_sampling((2, 3), dtype=dtype)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_integer_and_float64_times_are_converted_to_the_data_dtype(sde):
+    """Integer time tensors are times (0 and T here); float64 times with float32 data give float32 results."""
+    x = torch.randn(2, 3)
+    m_int, s_int = sde.marginal_prob(x, torch.tensor([0, 1]))
+    m_flt, s_flt = sde.marginal_prob(x, torch.tensor([0.0, 1.0]))
+    assert s_int.dtype == m_int.dtype == torch.float32
+    torch.testing.assert_close(s_int, s_flt)
+    torch.testing.assert_close(m_int, m_flt)
+    m64, s64 = sde.marginal_prob(x, torch.tensor([0.25, 1.0], dtype=torch.float64))
+    assert m64.dtype == s64.dtype == torch.float32
+    torch.testing.assert_close(s64, sde.marginal_prob(x, torch.tensor([0.25, 1.0]))[1])
+    with pytest.raises(ValueError, match="lie in"):
+        sde.marginal_prob(x, torch.tensor([0, 2]))
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_bool_and_complex_times_are_refused(sde):
+    """A bool time tensor used to become 1.0/0.0 silently, a complex one lost its imaginary part."""
+    x = torch.randn(2, 3)
+    with pytest.raises(TypeError, match="t must be a real"):
+        sde.marginal_prob(x, torch.tensor([True, False]))
+    with pytest.raises(TypeError, match="t must be a real"):
+        sde.sde(x, torch.tensor([0.5, 0.5], dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_reverse_sde_checks_the_score_shape(sde):
+    """A score of shape [B, 1] used to broadcast silently against the drift [B, D]."""
+    x = torch.randn(4, 3)
+    for bad in (lambda x, t: x[:, :1], lambda x, t: x[0], lambda x, t: None):
+        for rev in (sde.reverse(bad), sde.reverse(bad, probability_flow=True)):
+            with pytest.raises(ValueError, match=r"score_fn must return a tensor shaped like x \(4, 3\)"):
+                rev.sde(x, 0.5)
+            with pytest.raises(ValueError, match=r"score_fn must return a tensor shaped like x \(4, 3\)"):
+                rev.discretize(x, 0.5)
+    with pytest.raises(TypeError, match="callable"):
+        sde.reverse(None)
+
+
+def test_constructors_refuse_infinite_and_non_integer_parameters():
+    """An infinite beta_max or sigma_max used to be accepted (prior std inf); N=nan raised a bare int() error."""
+    with pytest.raises(ValueError, match="beta_max"):
+        sd.VPSDE(beta_max=math.inf)
+    with pytest.raises(ValueError, match="beta_max"):
+        sd.SubVPSDE(beta_max=math.inf)
+    with pytest.raises(ValueError, match="sigma_max"):
+        sd.VESDE(sigma_max=math.inf)
+    for n in (math.nan, math.inf, "1000", 2.5, True):
+        with pytest.raises(ValueError, match="N must be an integer >= 2"):
+            sd.VPSDE(N=n)

@@ -13,30 +13,66 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .noise import SampleNoise
+
 TimeLike = float | int | Tensor
+
+
+def check_data(x: Tensor, name: str = "x") -> Tensor:
+    """Raise unless ``x`` is a floating-point tensor with a batch dimension (shapes and dtypes only, no sync).
+
+    Integer or boolean data would silently truncate every time and coefficient cast
+    to its dtype, so it is refused rather than promoted.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype} (convert it, e.g. {name}.float())")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension, got a tensor of shape {tuple(x.shape)}")
+    return x
+
+
+def check_like(v: Tensor, x: Tensor, name: str, x_name: str = "x") -> Tensor:
+    """Validate a tensor that must have ``x``'s shape (e.g. given noise); return it on ``x``'s device and dtype."""
+    if not isinstance(v, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor shaped like {x_name}, got {type(v).__name__}")
+    if v.shape != x.shape:
+        raise ValueError(f"{name} must have the shape of {x_name} {tuple(x.shape)}, got {tuple(v.shape)}")
+    if not v.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {v.dtype}")
+    return v.to(device=x.device, dtype=x.dtype)
+
+
+def check_output(out: object, x: Tensor, what: str) -> Tensor:
+    """Raise unless a function's output ``out`` is a tensor shaped like its input ``x`` (shapes only, no sync)."""
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{what} must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+    return out
 
 
 def batch_time(t: TimeLike, x: Tensor, T: float | None = None, name: str = "t") -> Tensor:
     """Return ``t`` as a 1-D tensor of shape ``[B]`` on ``x``'s device and dtype.
 
-    A Python number or a 0-d tensor is broadcast to the batch. A 1-D tensor must
-    have exactly ``B = x.shape[0]`` entries. When ``T`` is given every entry must
-    lie in ``[0, T]``.
+    ``x`` must be a floating-point tensor (see :func:`check_data`). A Python number or
+    a 0-d tensor is broadcast to the batch. A 1-D tensor must have exactly
+    ``B = x.shape[0]`` entries; an integer time tensor is converted to ``x``'s dtype.
+    When ``T`` is given every entry must lie in ``[0, T]``.
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim < 1:
-        raise ValueError(f"x must have a batch dimension, got a tensor of shape {tuple(x.shape)}")
+    check_data(x)
     batch = x.shape[0]
     if isinstance(t, bool):
         raise TypeError(f"{name} must be a number or a tensor, got bool")
     if isinstance(t, (int, float)):
         t = float(t)
         if not math.isfinite(t) or (T is not None and not 0.0 <= t <= T):
-            raise ValueError(f"{name}={t} is outside [0, T={T}]")
+            raise ValueError(f"{name}={t} is outside [0, T={T}]" if T is not None else f"{name}={t} is not finite")
         return torch.full((batch,), t, dtype=x.dtype, device=x.device)
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a float or a tensor, got {type(t).__name__}")
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be a real (float or integer) tensor, got {t.dtype}")
     if t.ndim == 0:
         t = t.expand(batch)
     elif t.ndim != 1 or t.shape[0] != batch:
@@ -46,7 +82,7 @@ def batch_time(t: TimeLike, x: Tensor, T: float | None = None, name: str = "t") 
     t = t.to(device=x.device, dtype=x.dtype)
     if T is not None:
         lo, hi = (float(v) for v in torch.aminmax(t.detach()))
-        slack = 4 * torch.finfo(t.dtype).eps * max(1.0, T) if t.is_floating_point() else 0.0  # T rounded to dtype
+        slack = 4 * torch.finfo(t.dtype).eps * max(1.0, T)  # T rounded to the dtype
         if not (lo >= 0.0 and hi <= T + slack):
             raise ValueError(f"{name} must lie in [0, T={T}], got values in [{lo:g}, {hi:g}]")
     return t
@@ -83,7 +119,7 @@ def check_eps(eps: float, T: float, name: str = "eps") -> float:
     return eps
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def randn_like(x: Tensor, generator: torch.Generator | SampleNoise | None = None) -> Tensor:
     """Standard normal noise shaped like ``x``, drawn from ``generator``.
 
     The draw happens on the generator's device and is moved to ``x``'s device, so a
@@ -94,21 +130,26 @@ def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
 def randn(
     shape: Sequence[int],
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | SampleNoise | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """``torch.randn`` that tolerates a generator living on another device."""
+    """``torch.randn`` that tolerates a generator living on another device, or per-sample streams
+    (:class:`scoresde.noise.SampleNoise`, drawn directly on ``device``)."""
     if generator is None:
         return torch.randn(tuple(shape), device=device, dtype=dtype)
+    if isinstance(generator, SampleNoise):
+        return generator.randn(shape, device=device, dtype=dtype)
     z = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
     return z.to(device) if device is not None else z
 
 
-def rand_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def rand_like(x: Tensor, generator: torch.Generator | SampleNoise | None = None) -> Tensor:
     """Uniform ``[0, 1)`` noise shaped like ``x`` (see :func:`randn_like` for devices)."""
     if generator is None:
         return torch.rand_like(x)
+    if isinstance(generator, SampleNoise):
+        return generator.rand(x.shape, device=x.device, dtype=x.dtype)
     u = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
     return u.to(x.device)
 

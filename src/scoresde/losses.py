@@ -11,6 +11,11 @@ Continuous-time DSM (paper eq. 7) with :math:`t \sim U(\epsilon, T)`, :math:`z \
 ``reduce="mean"`` averages over data dimensions; ``"sum"`` takes half the sum (the
 reference's VE setting). The loss is then averaged over the batch.
 
+Inputs are checked once per call at no extra cost: ``x0`` must be a finite
+floating-point tensor, given noise must have its shape, given times must have shape
+``[B]``, given levels must be integers in ``{0, ..., N-1}``, and the score/model must
+return a tensor shaped like its input (a ``[B, 1]`` output would otherwise broadcast).
+
 The discrete losses of the original papers are kept too: :func:`ddpm_loss` (noise
 regression on DDPM's ``N`` levels) and :func:`smld_loss` (SMLD/NCSN on the ``N``
 geometric noise levels of the VE SDE).
@@ -23,7 +28,17 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._checks import check_eps, check_finite, check_options, expand_to, randn_like
+from ._checks import (
+    batch_time,
+    check_data,
+    check_eps,
+    check_finite,
+    check_like,
+    check_options,
+    check_output,
+    expand_to,
+    randn_like,
+)
 from .sde import SDE, VESDE, VPSDE, ScoreFn
 
 WEIGHTINGS = ("sigma2", "likelihood")
@@ -41,6 +56,47 @@ def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Gen
     return low + (high - low) * u
 
 
+def _check_sde(sde: object, loss: str, kind: type[SDE] = SDE) -> None:
+    """One-line TypeError unless ``sde`` is an instance of ``kind``, naming the loss to use instead."""
+    if isinstance(sde, kind):
+        return
+    if isinstance(sde, type):
+        got = f"the class {sde.__name__} (instantiate it, e.g. {sde.__name__}())"
+    else:
+        got = type(sde).__name__
+    if kind is SDE or not isinstance(sde, SDE):
+        raise TypeError(f"{loss} needs an SDE instance such as {kind.__name__}(), got {got}")
+    what = "DDPM's discrete beta schedule" if kind is VPSDE else "SMLD's geometric noise levels"
+    instead = "dsm_loss, which works with every SDE"
+    if isinstance(sde, VESDE):
+        instead += ", or smld_loss"
+    elif isinstance(sde, VPSDE):
+        instead += ", or ddpm_loss"
+    raise TypeError(f"{loss} needs a {kind.__name__} ({what}), got {got}; use {instead}")
+
+
+def _check_levels(labels: Tensor, x0: Tensor) -> Tensor:
+    """Shape and dtype of given discrete levels (no sync); returns them on ``x0``'s device."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels must be an integer tensor of shape [B], got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor of discrete levels, got {labels.dtype}")
+    if labels.shape != x0.shape[:1]:
+        raise ValueError(f"labels must have shape [B]=[{x0.shape[0]}], got shape {tuple(labels.shape)}")
+    return labels.to(x0.device)
+
+
+def _check_finite_and_levels(x0: Tensor, labels: Tensor | None, n_levels: int) -> None:
+    """``x0`` finite and ``labels`` in ``{0..n_levels-1}``, with a single host-device sync for both."""
+    bad = ~torch.isfinite(x0).all()
+    if labels is not None:
+        bad = bad | (labels < 0).any() | (labels >= n_levels).any()
+    if bool(bad):
+        check_finite(x0, "training data")
+        lo, hi = (int(v) for v in torch.aminmax(labels))
+        raise ValueError(f"labels must be levels in {{0, ..., {n_levels - 1}}}, got values in [{lo}, {hi}]")
+
+
 def random_levels(n_levels: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
     """Uniform integer levels ``{0, ..., n_levels-1}``, one per sample of ``like``."""
     device = generator.device if generator is not None else like.device
@@ -51,7 +107,10 @@ def training_noise(
     loss: str, sde: SDE, x0: Tensor, eps: float = 1e-5, generator: torch.Generator | None = None
 ) -> dict[str, Tensor]:
     """Draw every random input of a loss for the batch ``x0`` (keyword arguments of that loss)."""
+    check_data(x0, "x0")
+    _check_sde(sde, "training_noise")
     if loss == "dsm":
+        eps = check_eps(eps, sde.T)
         return {"t": _uniform(x0.shape[0], eps, sde.T, x0, generator), "z": randn_like(x0, generator)}
     if loss == "ddpm":
         return {"labels": random_levels(sde.N, x0, generator), "noise": randn_like(x0, generator)}
@@ -76,15 +135,20 @@ def dsm_loss(
     ``t`` (``[B]``) and ``z`` (shaped like ``x0``) may be passed in, e.g. to share one draw
     across data-parallel processes; otherwise they are drawn from ``generator``.
     """
+    _check_sde(sde, "dsm_loss")
     check_options("weighting", weighting, WEIGHTINGS)
     check_options("reduce", reduce, REDUCTIONS)
-    check_finite(x0, "training data")
+    check_data(x0, "x0")
     eps = check_eps(eps, sde.T)
+    t = None if t is None else batch_time(t, x0, name="t")  # shape and dtype; the SDE checks its range
+    z = None if z is None else check_like(z, x0, "z", "x0")
+    check_finite(x0, "training data")
     t = _uniform(x0.shape[0], eps, sde.T, x0, generator) if t is None else t
     z = randn_like(x0, generator) if z is None else z
     mean, std = sde.marginal_prob(x0, t)
     std_b = expand_to(std, x0)
-    score = score_fn(mean + std_b * z, t)
+    xt = mean + std_b * z
+    score = check_output(score_fn(xt, t), xt, "score_fn")
     if weighting == "sigma2":
         return _reduce((score * std_b + z) ** 2, reduce).mean()
     g2 = sde.sde(torch.zeros_like(x0), t)[1] ** 2
@@ -105,16 +169,18 @@ def ddpm_loss(
     :math:`x_l = \sqrt{\bar\alpha_l}x_0 + \sqrt{1-\bar\alpha_l}\epsilon`, loss :math:`\|\hat\epsilon - \epsilon\|^2`.
     To sample, wrap the model as ``ModelScore(model, sde, "eps", time_input="t", time_scale=N-1)``.
     """
-    if not isinstance(sde, VPSDE):
-        raise TypeError("ddpm_loss needs a VPSDE")
+    _check_sde(sde, "ddpm_loss", VPSDE)
     check_options("reduce", reduce, REDUCTIONS)
-    check_finite(x0, "training data")
-    if labels is None:
-        labels = random_levels(sde.N, x0, generator)
-    abar = sde.discrete_alphas_cumprod().to(x0.device, x0.dtype)[labels]
+    check_data(x0, "x0")
+    given = None if labels is None else _check_levels(labels, x0)
+    noise = None if noise is None else check_like(noise, x0, "noise", "x0")
+    _check_finite_and_levels(x0, given, sde.N)
+    labels = random_levels(sde.N, x0, generator) if given is None else given
     noise = randn_like(x0, generator) if noise is None else noise
+    abar = sde.discrete_alphas_cumprod().to(x0.device, x0.dtype)[labels]
     noisy = expand_to(abar.sqrt(), x0) * x0 + expand_to((1 - abar).sqrt(), x0) * noise
-    return _reduce((model(noisy, labels.to(x0.dtype)) - noise) ** 2, reduce).mean()
+    out = check_output(model(noisy, labels.to(x0.dtype)), noisy, "model")
+    return _reduce((out - noise) ** 2, reduce).mean()
 
 
 def smld_loss(
@@ -131,14 +197,16 @@ def smld_loss(
     Level ``i`` is the time ``t_i = i/(N-1)`` (so :math:`\sigma(t_i) = \sigma_i` exactly), and
     the score function is called there.
     """
-    if not isinstance(sde, VESDE):
-        raise TypeError("smld_loss needs a VESDE")
+    _check_sde(sde, "smld_loss", VESDE)
     check_options("reduce", reduce, REDUCTIONS)
-    check_finite(x0, "training data")
-    if labels is None:
-        labels = random_levels(sde.N, x0, generator)
+    check_data(x0, "x0")
+    given = None if labels is None else _check_levels(labels, x0)
+    z = None if z is None else check_like(z, x0, "z", "x0")
+    _check_finite_and_levels(x0, given, sde.N)
+    labels = random_levels(sde.N, x0, generator) if given is None else given
     t = labels.to(x0.dtype) * (sde.T / (sde.N - 1))
     sigma = expand_to(sde.marginal_coeffs(t, x0)[1], x0)
     z = randn_like(x0, generator) if z is None else z
-    score = score_fn(x0 + sigma * z, t)
+    xt = x0 + sigma * z
+    score = check_output(score_fn(xt, t), xt, "score_fn")
     return _reduce((score * sigma + z) ** 2, reduce).mean()

@@ -11,8 +11,9 @@ you write yourself by subclassing :class:`SDE`.
 
 Conventions
 -----------
-* ``t`` is a float, a 0-d tensor or a 1-D tensor of shape ``[B]``; data ``x`` has
-  shape ``[B, ...]``. Everything is computed on ``x``'s device and dtype.
+* ``t`` is a float, a 0-d tensor or a 1-D tensor of shape ``[B]``; data ``x`` is a
+  floating-point tensor of shape ``[B, ...]`` (integer data is refused: it would
+  truncate the times). Everything is computed on ``x``'s device and dtype.
 * ``sde`` returns the drift (shape of ``x``) and the diffusion ``g(t)`` (shape ``[B]``).
 * ``marginal_prob`` returns the mean (shape of ``x``) and std (shape ``[B]``) of the
   perturbation kernel :math:`p_{0t}(x_t | x_0) = N(\alpha(t) x_0, \sigma(t)^2 I)`.
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import TimeLike, batch_time, expand_to, randn
+from ._checks import TimeLike, batch_time, check_data, check_output, expand_to, randn
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """A score function ``s(x, t) -> tensor shaped like x`` approximating grad_x log p_t(x)."""
@@ -49,8 +50,12 @@ class SDE(abc.ABC):
     """
 
     def __init__(self, N: int = 1000) -> None:
-        if int(N) != N or N < 2:
-            raise ValueError(f"N must be an integer >= 2, got {N}")
+        try:
+            ok = not isinstance(N, bool) and int(N) == N and N >= 2
+        except (TypeError, ValueError, OverflowError):  # NaN, inf, strings
+            ok = False
+        if not ok:
+            raise ValueError(f"N must be an integer >= 2, got {N!r}")
         self.N = int(N)
 
     # -- the interface a subclass implements ---------------------------------------
@@ -92,10 +97,13 @@ class SDE(abc.ABC):
         dtype: torch.dtype | None = None,
     ) -> Tensor:
         """Draw ``x_T ~ N(0, prior_std^2 I)`` of the given shape."""
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")
         return self.prior_std() * randn(shape, generator=generator, device=device, dtype=dtype)
 
     def prior_logp(self, z: Tensor) -> Tensor:
         r"""Log-density of the prior, :math:`-\frac{D}{2}\log(2\pi s^2) - \|z\|^2/(2 s^2)`, shape ``[B]``."""
+        check_data(z, "z")
         s = self.prior_std()
         dims = z[0].numel()
         sq = z.reshape(z.shape[0], -1).pow(2).sum(1)
@@ -151,6 +159,10 @@ class ReverseSDE:
     """
 
     def __init__(self, forward: SDE, score_fn: ScoreFn, probability_flow: bool = False) -> None:
+        if not isinstance(forward, SDE):
+            raise TypeError(f"forward must be an SDE instance, got {type(forward).__name__}")
+        if not callable(score_fn):
+            raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
         self.forward = forward
         self.score_fn = score_fn
         self.probability_flow = bool(probability_flow)
@@ -163,8 +175,9 @@ class ReverseSDE:
 
     def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         """Return the reverse drift (shape of ``x``) and diffusion (``[B]``) at ``(x, t)``."""
+        tt = self.forward._time(t, x)  # validates x and t before any user code runs
         drift, diffusion = self.forward.sde(x, t)
-        score = self.score_fn(x, self.forward._time(t, x))
+        score = check_output(self.score_fn(x, tt), x, "score_fn")
         drift = drift - expand_to(self._coef * diffusion**2, x) * score
         if self.probability_flow:
             diffusion = torch.zeros_like(diffusion)
@@ -173,8 +186,10 @@ class ReverseSDE:
     def discretize(self, x: Tensor, t: TimeLike, dt: float | None = None) -> tuple[Tensor, Tensor]:
         r"""Reverse of :meth:`SDE.discretize`: :math:`x_{t-\Delta t} = x_t - \bar f + \bar G z` with
         :math:`\bar f = f - c\,G^2 s(x,t)`, :math:`\bar G = G` (SDE, ``c = 1``) or ``0`` (ODE, ``c = 1/2``)."""
+        tt = self.forward._time(t, x)
         f, G = self.forward.discretize(x, t, dt)
-        rev_f = f - expand_to(self._coef * G**2, x) * self.score_fn(x, self.forward._time(t, x))
+        score = check_output(self.score_fn(x, tt), x, "score_fn")
+        rev_f = f - expand_to(self._coef * G**2, x) * score
         rev_G = torch.zeros_like(G) if self.probability_flow else G
         return rev_f, rev_G
 
@@ -184,10 +199,11 @@ class _LinearBetaSDE(SDE):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000) -> None:
         super().__init__(N)
-        if not 0 < beta_min <= beta_max:
-            raise ValueError(f"need 0 < beta_min <= beta_max, got {beta_min}, {beta_max}")
-        self.beta_min = float(beta_min)
-        self.beta_max = float(beta_max)
+        beta_min, beta_max = float(beta_min), float(beta_max)
+        if not 0 < beta_min <= beta_max < math.inf:
+            raise ValueError(f"need 0 < beta_min <= beta_max < inf, got {beta_min}, {beta_max}")
+        self.beta_min = beta_min
+        self.beta_max = beta_max
 
     @property
     def T(self) -> float:
@@ -292,10 +308,11 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000) -> None:
         super().__init__(N)
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        self.sigma_min = float(sigma_min)
-        self.sigma_max = float(sigma_max)
+        sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+        if not 0 < sigma_min < sigma_max < math.inf:
+            raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
+        self.sigma_min = sigma_min
+        self.sigma_max = sigma_max
 
     @property
     def T(self) -> float:
