@@ -7,6 +7,7 @@ and exact likelihoods through the probability-flow ODE.
 
 from . import integrators, sampling, toy
 from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, log_likelihood
+from .noise import SampleNoise
 from .sampling import default_eps, sample, time_grid
 from .score import CountedScore, ModelScore, eps_from_score, score_from_output, x0_from_score
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, ScoreFn, SubVPSDE
@@ -20,6 +21,7 @@ __all__ = [
     "CountedScore",
     "ModelScore",
     "ReverseSDE",
+    "SampleNoise",
     "ScoreFn",
     "SubVPSDE",
     "bits_per_dim",

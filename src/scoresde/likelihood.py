@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ._checks import check_eps, check_finite, check_options, rand_like, randn_like
 from .integrators import ERROR_NORMS, FIXED_METHODS, dopri5, fixed_step
+from .noise import SampleNoise
 from .sampling import sample
 from .sampling.grids import time_grid
 from .score import CountedScore
@@ -44,29 +45,36 @@ def log_likelihood(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     eps: float = 1e-5,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | SampleNoise | None = None,
     method: str = "rk45",
     steps: int = 100,
     error_norm: str = "sample",
+    batch_size: int | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """Log-density of ``x`` under the model, in nats per sample.
 
     Args:
-        sde, score_fn: the forward SDE and the score model.
+        sde, score_fn: the forward SDE and the score model. The score must be differentiable
+            in ``x`` (the divergence is its Jacobian trace): a score computed under
+            ``torch.no_grad`` or detached is an error, not a silently wrong likelihood.
         x: data ``[B, ...]`` in the model's input space (for images, see :func:`bits_per_dim`).
         divergence: ``"hutchinson"`` (unbiased estimate) or ``"exact"`` (full trace).
         noise: Hutchinson probe distribution, ``"rademacher"`` or ``"gaussian"``.
         n_probes: Hutchinson probes per sample, averaged (all share one forward pass).
         rtol, atol: tolerances of the adaptive solver (scipy's RK45 defaults of the paper).
         eps: start time of the integration (the paper's 1e-5).
-        generator: draws the probes.
+        generator: draws the probes: a ``torch.Generator`` or a
+            :class:`scoresde.noise.SampleNoise` (one stream per sample: with the default
+            per-sample error control a sample's result then does not depend on its batch).
         method: ``"rk45"`` (adaptive) or a fixed-step method ``"euler"``, ``"heun"``, ``"rk4"``
             with ``steps`` uniform steps.
         error_norm: per-``"sample"`` or whole-``"batch"`` error control for ``rk45``.
+        batch_size: solve at most this many samples at a time (bounded memory for any ``B``).
 
     Returns:
         ``(logp, z, nfe)``: ``logp`` of shape ``[B]``, the latent ``z = x_T`` shaped like
-        ``x``, and the number of function evaluations (each one network forward).
+        ``x``, and the number of function evaluations (each one network forward; with
+        several batches, the largest over the batches).
     """
     check_options("divergence", divergence, DIVERGENCES)
     check_options("noise", noise, NOISES)
@@ -76,16 +84,51 @@ def log_likelihood(
         raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
     if not isinstance(x, Tensor) or x.ndim < 2:
         raise ValueError("x must be a tensor of shape [B, *dims]")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype} (for integer images use bits_per_dim)")
     check_finite(x, "x")
     eps = check_eps(eps, sde.T)
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(generator, SampleNoise) and len(generator) != x.shape[0]:
+        raise ValueError(f"the SampleNoise has {len(generator)} streams for {x.shape[0]} samples")
+    chunk = x.shape[0] if batch_size is None else int(batch_size)
+    logps, zs, nfe = [], [], 0
+    for lo in range(0, x.shape[0], chunk):
+        hi = min(lo + chunk, x.shape[0])
+        gen = generator.subset(lo, hi) if isinstance(generator, SampleNoise) else generator
+        logp, z, n = _solve(sde, score_fn, x[lo:hi], divergence, noise, int(n_probes), rtol, atol, eps, gen,
+                            method, steps, error_norm)  # fmt: skip
+        logps.append(logp)
+        zs.append(z)
+        nfe = max(nfe, n)
+    if isinstance(generator, SampleNoise):
+        generator.draws = gen.draws
+    return torch.cat(logps), torch.cat(zs), nfe
 
+
+def _solve(
+    sde: SDE, score_fn: ScoreFn, x: Tensor, divergence: str, noise: str, n_probes: int, rtol: float, atol: float,
+    eps: float, generator: torch.Generator | SampleNoise | None, method: str, steps: int, error_norm: str,
+) -> tuple[Tensor, Tensor, int]:  # fmt: skip
+    """One batch of :func:`log_likelihood` (arguments already validated)."""
     shape, batch = x.shape, x.shape[0]
     dims = x[0].numel()
     counted = CountedScore(score_fn)
-    flow = sde.reverse(counted, probability_flow=True)
+
+    def differentiable(xs: Tensor, t: Tensor) -> Tensor:
+        score = counted(xs, t)
+        if not score.requires_grad:
+            raise ValueError(
+                "score_fn returned a score with no autograd path to x (computed under torch.no_grad or detached); "
+                "the likelihood needs its Jacobian: call the network with gradients enabled"
+            )
+        return score
+
+    flow = sde.reverse(differentiable, probability_flow=True)
     probes = None
     if divergence == "hutchinson":
-        probes = torch.stack([_probe(x, noise, generator) for _ in range(int(n_probes))])
+        probes = torch.stack([_probe(x, noise, generator) for _ in range(n_probes)])
 
     def rhs(t: float | Tensor, y: Tensor, idx: Tensor | None) -> Tensor:
         xs = y[:, :dims].reshape(y.shape[0], *shape[1:])
@@ -138,7 +181,7 @@ def _vjps(out: Tensor, inp: Tensor, cotangents: Tensor) -> Tensor:
         return torch.stack([torch.autograd.grad(out, inp, c, retain_graph=True)[0] for c in cotangents])
 
 
-def dequantize(levels_x: Tensor, levels: int = 256, generator: torch.Generator | None = None) -> Tensor:
+def dequantize(levels_x: Tensor, levels: int = 256, generator: torch.Generator | SampleNoise | None = None) -> Tensor:
     r"""Uniform dequantization of integer data ``k`` in ``{0, ..., levels-1}``: :math:`u = (k + U)/L \in [0, 1)`."""
     k = levels_x if levels_x.is_floating_point() else levels_x.to(torch.get_default_dtype())
     return (k + rand_like(k, generator)) / levels
@@ -171,7 +214,7 @@ def bits_per_dim(
     levels: int = 256,
     data_range: tuple[float, float] = (-1.0, 1.0),
     dequantize_data: bool = True,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | SampleNoise | None = None,
     **likelihood_options,
 ) -> tuple[Tensor, Tensor, int]:
     """Bits per dimension of integer data ``x`` (values ``0 .. levels-1``, e.g. uint8 images).

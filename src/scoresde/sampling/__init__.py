@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_eps, check_shape
+from ..noise import SampleNoise
 from ..score import CountedScore, x0_from_score
 from ..sde import SDE, VESDE, ScoreFn
 from .grids import GRIDS, time_grid
@@ -70,7 +71,7 @@ def sample(
     sampler: str | Callable[..., Tensor] = "pc",
     steps: int | None = None,
     eps: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | SampleNoise | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     x_init: Tensor | None = None,
@@ -78,6 +79,7 @@ def sample(
     progress: bool = False,
     return_nfe: bool = False,
     grid: str = "uniform",
+    batch_size: int | None = None,
     **options,
 ) -> Tensor | tuple[Tensor, int]:
     """Draw samples by integrating the reverse-time SDE or ODE from ``T`` to ``eps``.
@@ -90,20 +92,29 @@ def sample(
         steps: number of grid steps (default ``sde.N``). The adaptive ``ode`` method
             ``rk45`` chooses its own steps and rejects this argument.
         eps: end time (default :func:`default_eps`: 1e-5 for VE, 1e-3 otherwise).
-        generator: a ``torch.Generator``; the same seed gives the same samples.
+        generator: a ``torch.Generator`` (one noise stream for the batch: the same seed
+            gives the same samples for the same batching) or a
+            :class:`scoresde.noise.SampleNoise` (one stream per sample: sample ``i`` of
+            seed ``s`` is the same in any batch, batch size or process).
         device, dtype: where to sample (default: ``x_init``'s, else CPU float32).
         x_init: start from this ``x_T`` instead of a prior draw (e.g. an ODE latent).
         denoise: end with one Tweedie step :math:`x_0 = (x + \\sigma^2 s)/\\alpha` at ``eps``
             (one more score evaluation), removing the noise left at ``eps``.
         progress: show a tqdm progress bar.
-        return_nfe: also return the number of score evaluations.
+        return_nfe: also return the number of score evaluations per sample path (with
+            several batches, the largest over the batches).
         grid: the time grid, one of :data:`GRIDS`.
+        batch_size: draw at most this many samples at a time (bounded memory for any
+            ``B``); the batches run one after the other and are concatenated.
         **options: sampler options, e.g. ``predictor``, ``corrector``, ``snr``,
             ``corrector_steps`` for ``pc``; ``method``, ``rtol``, ``atol`` for ``ode``;
             ``eta`` for ``ddim``; ``probability_flow`` for the SDE predictors.
 
     Returns:
         samples of ``shape`` (and the NFE when ``return_nfe``).
+
+    Every sampler is batch-independent with a ``SampleNoise`` except the ``langevin``
+    corrector, whose step size is a batch statistic (the paper's rule; ``ald`` is per sample).
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
@@ -120,21 +131,65 @@ def sample(
             "the adaptive rk45 ODE solver picks its own steps; pass rtol/atol, or method='euler'|'heun'|'rk4'"
         )
     ts = [sde.T, eps] if adaptive else time_grid(sde, sde.N if steps is None else steps, eps, grid)
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_generator(generator)
+    if x_init is None:
+        if shape is None:
+            raise ValueError("pass a sample shape (B, *dims) or x_init")
+        shape = check_shape(shape)
+    else:
+        _check_x_init(x_init, shape)
+        shape = tuple(x_init.shape)
+    if isinstance(generator, SampleNoise) and len(generator) != shape[0]:
+        raise ValueError(f"the SampleNoise has {len(generator)} streams for {shape[0]} samples")
 
-    x = _initial_state(sde, shape, x_init, generator, device, dtype)
-    counted = CountedScore(score_fn)
     params = inspect.signature(fn).parameters
-    extra = {k: v for k, v in (("generator", generator), ("progress", progress)) if k in params}
-    x = fn(sde, counted, x, ts, **options, **extra)
-    if denoise:
-        x = x0_from_score(sde, x, eps, counted(x, sde._time(eps, x)))
-    counted.check()
-    if not bool(torch.isfinite(x).all()):
-        raise FloatingPointError(
-            "sampling produced NaN or inf although every score was finite: the integration diverged; "
-            "try more steps, a smaller snr or a different sampler"
-        )
-    return (x, counted.nfe) if return_nfe else x
+    chunk = shape[0] if batch_size is None else int(batch_size)
+    parts, nfe = [], 0
+    for lo in range(0, shape[0], chunk):
+        hi = min(lo + chunk, shape[0])
+        gen = generator.subset(lo, hi) if isinstance(generator, SampleNoise) else generator
+        if x_init is None:
+            x = sde.prior_sampling((hi - lo, *shape[1:]), generator=gen, device=device or "cpu",
+                                   dtype=dtype or torch.float32)  # fmt: skip
+        else:
+            x = x_init[lo:hi].to(device=device or x_init.device, dtype=dtype or x_init.dtype).clone()
+        counted = CountedScore(score_fn)
+        extra = {k: v for k, v in (("generator", gen), ("progress", progress)) if k in params}
+        x = fn(sde, counted, x, ts, **options, **extra)
+        if denoise:
+            x = x0_from_score(sde, x, eps, counted(x, sde._time(eps, x)))
+        counted.check()
+        if not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(
+                "sampling produced NaN or inf although every score was finite: the integration diverged; "
+                "try more steps, a smaller snr or a different sampler"
+            )
+        parts.append(x)
+        nfe = max(nfe, counted.nfe)
+    if isinstance(generator, SampleNoise):
+        generator.draws = gen.draws  # every batch made the same draws; later draws continue the streams
+    x = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return (x, nfe) if return_nfe else x
+
+
+def _check_generator(generator: object) -> None:
+    if generator is not None and not isinstance(generator, (torch.Generator, SampleNoise)):
+        kind = type(generator).__name__
+        raise TypeError(f"generator must be a torch.Generator or a scoresde.SampleNoise, got {kind}")
+
+
+def _check_x_init(x_init: Tensor, shape: Sequence[int] | None) -> None:
+    if not isinstance(x_init, Tensor):
+        raise TypeError(f"x_init must be a tensor, got {type(x_init).__name__}")
+    if shape is not None and tuple(check_shape(shape)) != tuple(x_init.shape):
+        raise ValueError(f"x_init has shape {tuple(x_init.shape)} but shape={tuple(shape)} was requested")
+    check_shape(x_init.shape)
+    if not x_init.is_floating_point():
+        raise TypeError(f"x_init must be a floating-point tensor, got {x_init.dtype}")
+    if not bool(torch.isfinite(x_init).all()):
+        raise ValueError("x_init contains NaN or inf")
 
 
 def _resolve(sampler: str | Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -143,29 +198,6 @@ def _resolve(sampler: str | Callable[..., Tensor]) -> Callable[..., Tensor]:
     if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
     return SAMPLERS[sampler]
-
-
-def _initial_state(
-    sde: SDE,
-    shape: Sequence[int] | None,
-    x_init: Tensor | None,
-    generator: torch.Generator | None,
-    device: torch.device | str | None,
-    dtype: torch.dtype | None,
-) -> Tensor:
-    if x_init is None:
-        if shape is None:
-            raise ValueError("pass a sample shape (B, *dims) or x_init")
-        shape = check_shape(shape)
-        return sde.prior_sampling(shape, generator=generator, device=device or "cpu", dtype=dtype or torch.float32)
-    if not isinstance(x_init, Tensor):
-        raise TypeError(f"x_init must be a tensor, got {type(x_init).__name__}")
-    if shape is not None and tuple(check_shape(shape)) != tuple(x_init.shape):
-        raise ValueError(f"x_init has shape {tuple(x_init.shape)} but shape={tuple(shape)} was requested")
-    check_shape(x_init.shape)
-    if not bool(torch.isfinite(x_init).all()):
-        raise ValueError("x_init contains NaN or inf")
-    return x_init.to(device=device or x_init.device, dtype=dtype or x_init.dtype).clone()
 
 
 __all__ = [
