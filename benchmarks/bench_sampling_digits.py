@@ -32,8 +32,8 @@ CASES = [
 def child(checkpoint: str, index: int, n: int) -> None:
     import torch
 
+    from scoresde.build import build_score, data_shape, load_for_inference
     from scoresde.sampling import sample
-    from scoresde.train import build_score, data_shape, load_for_inference
 
     torch.set_num_threads(2)
     label, sampler, steps, options = CASES[index]

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
+from scoresde.build import build_model
 from scoresde.config import load_config
 from scoresde.data import load_digits
-from scoresde.train import build_model, train
+from scoresde.train import train
 
 ROOT = Path(__file__).parents[1]
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 
 import scoresde as sd
+from scoresde.build import build_score, load_for_inference
 from scoresde.config import load_config
 from scoresde.data import toy_data
 from scoresde.plotting import save_scatter_grid
-from scoresde.train import build_score, load_for_inference, train
+from scoresde.train import train
 
 ROOT = Path(__file__).parents[1]
 
@@ -29,7 +30,7 @@ def main() -> None:
     cfg = load_config(ROOT / "configs" / "toy_mixture.toml",
                       [f"data.toy={args.toy}", f"training.n_iters={args.iters}",
                        f"training.snapshot_every={args.iters}", "sampling.steps=100"])  # fmt: skip
-    checkpoint = train(cfg, args.out, resume=False, progress=True)
+    checkpoint = train(cfg, args.out, overwrite=True, progress=True)
     cfg, sde, model = load_for_inference(checkpoint)
     score = build_score(model, sde, cfg)
     gen = torch.Generator().manual_seed(0)

@@ -2,7 +2,8 @@
 
 A config file has the sections ``[sde]``, ``[data]``, ``[model]``, ``[training]``,
 ``[sampling]`` and ``[eval]`` (all optional; defaults below). Unknown sections or keys
-are errors, and so are values of the wrong type. ``--set training.lr=1e-4`` style
+are errors, and so are values of the wrong type or out of range (:data:`RANGES`,
+:data:`CROSS_RANGES`, checked on load). ``--set training.lr=1e-4`` style
 overrides are parsed as TOML values (``1e-4``, ``true``, ``[1, 2]``, ``"text"``; a bare
 word is taken as a string).
 """
@@ -10,7 +11,9 @@ word is taken as a string).
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,7 @@ class TrainingConfig:
     warmup: int = 5000
     grad_clip: float = 1.0
     ema: float = 0.9999
+    ema_warmup: bool = True  # decay min(ema, (1 + n) / (10 + n)) at update n
     loss: str = "dsm"  # dsm | ddpm | smld
     weighting: str = "sigma2"  # sigma2 | likelihood
     reduce: str = "mean"  # mean | sum
@@ -88,11 +92,16 @@ class SamplingConfig:
 
 @dataclass
 class EvalConfig:
-    split: str = "test"
+    """Defaults of ``scoresde evaluate`` and ``scoresde likelihood`` (their flags override them)."""
+
+    split: str = "test"  # reference set of the sample metrics, and the split scored by the likelihood
+    n: int = 1000  # samples drawn by evaluate
+    batch_size: int = 500  # samples (and likelihood solves) per batch: bounded memory for any n
+    likelihood: bool = True  # evaluate also reports bits/dim (images) or NLL (2-D) of the split
     repeats: int = 1
-    batch_size: int = 512
     rtol: float = 1e-5
     atol: float = 1e-5
+    inception: str = ""  # Inception-v3 FID weights file: the feature space for images other than the digits
 
 
 @dataclass
@@ -124,6 +133,87 @@ def from_dict(raw: dict[str, Any]) -> Config:
         section = getattr(cfg, name)
         for key, value in values.items():
             _assign(section, name, key, value)
+    return check_ranges(cfg)
+
+
+# -- value ranges: field -> (predicate, what it must be); checked when a config is loaded ----------
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f"must be >= {low}"
+
+
+def _positive() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v > 0), "must be > 0"
+
+
+def _unit(closed_low: bool) -> tuple[Callable[[Any], bool], str]:
+    if closed_low:
+        return (lambda v: 0 <= v < 1), "must be in [0, 1)"
+    return (lambda v: 0 < v < 1), "must be in (0, 1)"
+
+
+def _is_interval(value: list) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    return len(value) == 2 and numbers and value[0] < value[1]
+
+
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "sde.beta_min": _positive(),
+    "sde.beta_max": _positive(),
+    "sde.sigma_min": _positive(),
+    "sde.sigma_max": _positive(),
+    "sde.N": _at_least(2),
+    "data.image_size": _at_least(1),
+    "data.channels": _at_least(1),
+    "data.toy_size": _at_least(1),
+    "data.data_range": (_is_interval, "must be [low, high] with finite low < high"),
+    "model.time_scale": _positive(),
+    "training.n_iters": _at_least(1),
+    "training.batch_size": _at_least(1),
+    "training.lr": _positive(),
+    "training.beta1": _unit(closed_low=True),
+    "training.eps_adam": _positive(),
+    "training.weight_decay": _at_least(0),
+    "training.warmup": _at_least(0),
+    "training.grad_clip": _at_least(0),
+    "training.ema": _unit(closed_low=True),
+    "training.eps": _unit(closed_low=False),
+    "training.log_every": _at_least(1),
+    "training.snapshot_every": _at_least(1),
+    "training.keep": _at_least(0),
+    "sampling.steps": _at_least(1),
+    "sampling.n": _at_least(1),
+    "sampling.eps": _unit(closed_low=True),
+}
+# checks across fields: (fields, predicate on their values, what must hold)
+CROSS_RANGES: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
+    (("sde.beta_min", "sde.beta_max"), lambda lo, hi: lo <= hi, "sde.beta_min must be <= sde.beta_max"),
+    (("sde.sigma_min", "sde.sigma_max"), lambda lo, hi: lo < hi, "sde.sigma_min must be < sde.sigma_max"),
+]
+# sections whose float fields must be finite ([eval] is validated where it is used)
+FINITE_SECTIONS = ("sde", "data", "model", "training", "sampling")
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def check_ranges(cfg: Config) -> Config:
+    """Raise :class:`ConfigError` naming the first field whose value is out of range (see :data:`RANGES`)."""
+    for name in FINITE_SECTIONS:
+        section = getattr(cfg, name)
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name}.{f.name} must be a finite number, got {value!r}")
+    for dotted, (ok, must) in RANGES.items():
+        value = _get(cfg, dotted)
+        if not ok(value):
+            raise ConfigError(f"{dotted} {must}, got {value!r}")
+    for fields, ok, must in CROSS_RANGES:
+        values = [_get(cfg, f) for f in fields]
+        if not ok(*values):
+            raise ConfigError(f"{must}, got {', '.join(f'{f} = {v!r}' for f, v in zip(fields, values, strict=True))}")
     return cfg
 
 
@@ -150,6 +240,14 @@ def _assign(section: Any, section_name: str, key: str, value: Any) -> None:
     setattr(section, key, value)
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line value as TOML (``1e-4``, ``true``, ``[1, 2]``, ``"text"``); a bare word is a string."""
+    try:
+        return tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw.strip()
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
     """``"section.key=value"`` to ``(section, key, value)``; a nested ``section.key.sub=value`` sets a table entry."""
     if "=" not in text:
@@ -158,10 +256,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     parts = path.strip().split(".")
     if len(parts) < 2:
         raise ConfigError(f"override {text!r} must name a section and a key, e.g. training.lr=1e-4")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
+    value = parse_value(raw)
     if len(parts) > 2:  # e.g. model.net.nf=64 or sampling.options.snr=0.1
         value = {".".join(parts[2:]): value}
     return parts[0], parts[1], value

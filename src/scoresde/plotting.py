@@ -162,8 +162,12 @@ def atomic_write(path: str | Path, write) -> Path:
     A crash mid-write leaves the previous file (if any) untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        _name_path(err, path)
+        raise
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -173,9 +177,47 @@ def atomic_write(path: str | Path, write) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            _name_path(err, path)
         raise
+    return path
+
+
+def _name_path(err: OSError, path: Path) -> None:
+    """Attach ``path`` to an OSError raised without one (e.g. ENOSPC from a write), for the error message."""
+    if err.filename is None:
+        err.filename = str(path)
+
+
+def check_writable_dir(path: str | Path, what: str = "directory") -> Path:
+    """Raise a one-line ``OSError`` unless ``path`` is a writable directory or can be created as one.
+
+    Nothing is created: the nearest existing ancestor must be a directory this process may write to.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} exists and is not a directory")
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise NotADirectoryError(f"cannot create {what} {path}: {base} is not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        where = f"{what} {path} is" if base == path else f"cannot create {what} {path}: {base} is"
+        raise PermissionError(f"{where} not writable")
+    return path
+
+
+def check_output_file(path: str | Path, suffixes: Sequence[str], what: str = "output") -> Path:
+    """Raise a one-line error unless ``path`` has one of ``suffixes`` and can be written (see :func:`atomic_write`)."""
+    path = Path(path)
+    if path.suffix not in suffixes:
+        raise ValueError(f"{what} must end in {' or '.join(suffixes)}, got {str(path)!r}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory")
+    check_writable_dir(path.parent, f"the folder of {what}")
     return path
 
 

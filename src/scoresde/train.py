@@ -1,4 +1,4 @@
-"""Training: build the SDE, data and network from a config, then optimize the score model.
+"""Training: optimize the score model that :mod:`scoresde.build` makes from a config.
 
 Adam with linear warmup and gradient clipping, an exponential moving average of the
 weights, checkpoints that resume exactly (weights, EMA, optimizer and every random
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
+import sys
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,114 +22,71 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from . import __version__
+from .build import (
+    build_loss,
+    build_model,
+    build_score,
+    build_sde,
+    check_config,
+    data_shape,
+    load_dataset,
+    model_batch,
+    pick_device,
+)
 from .checkpoint import (
     clean_temporary_files,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     load_weights_strict,
     prefixed,
     prune_checkpoints,
+    read_metadata,
+    remove_checkpoints,
     save_checkpoint,
+    workdir_lock,
 )
 from .config import Config, from_dict
-from .data import ImageData, load_cifar10, load_digits, load_image_folder, load_mnist, to_model, to_unit, toy_data
+from .data import to_unit
 from .distributed import init_from_env
-from .losses import ddpm_loss, dsm_loss, smld_loss, training_noise
-from .nets import NCSNpp, TimeMLP, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_small, ncsnpp_cifar10
-from .plotting import atomic_write, save_image_grid, save_line_plot, save_scatter_grid
-from .score import ModelScore
-from .sde import SDE, VESDE, VPSDE, SubVPSDE
-
-ARCHS: dict[str, Callable[..., nn.Module]] = {
-    "ncsnpp": ncsnpp_cifar10,
-    "ddpmpp": ddpmpp_cifar10,
-    "ddpm": ddpm_cifar10,
-    "ddpmpp_small": ddpmpp_small,
-    "unet": NCSNpp,
-    "mlp": TimeMLP,
-}
-
-
-# -- building blocks from a config -----------------------------------------------------------
-def build_sde(cfg: Config) -> SDE:
-    s = cfg.sde
-    if s.type == "vp":
-        return VPSDE(s.beta_min, s.beta_max, s.N)
-    if s.type == "subvp":
-        return SubVPSDE(s.beta_min, s.beta_max, s.N)
-    if s.type == "ve":
-        return VESDE(s.sigma_min, s.sigma_max, s.N)
-    raise ValueError(f"unknown sde.type {s.type!r}; choose 'vp', 'subvp' or 've'")
-
-
-def load_dataset(cfg: Config, split: str = "train") -> ImageData | Tensor:
-    """The configured dataset: :class:`ImageData` for images, a ``[N, 2]`` tensor for toys."""
-    d = cfg.data
-    if d.dataset == "digits":
-        return load_digits(split)
-    if d.dataset == "toy":
-        seed = cfg.training.seed + (0 if split == "train" else 1)
-        return toy_data(d.toy, d.toy_size, generator=torch.Generator().manual_seed(seed))
-    if not d.root:
-        raise ValueError(f"data.root must point at the {d.dataset} files")
-    if d.dataset == "image_folder":
-        return load_image_folder(Path(d.root) / split if (Path(d.root) / split).is_dir() else d.root,
-                                 d.image_size, d.channels)  # fmt: skip
-    if d.dataset == "cifar10":
-        return load_cifar10(d.root, split)
-    if d.dataset == "mnist":
-        return load_mnist(d.root, split)
-    raise ValueError(f"unknown data.dataset {d.dataset!r}")
-
-
-def data_shape(cfg: Config) -> tuple[int, ...]:
-    d = cfg.data
-    return (2,) if d.dataset == "toy" else (d.channels, d.image_size, d.image_size)
-
-
-def build_model(cfg: Config) -> nn.Module:
-    m, shape = cfg.model, data_shape(cfg)
-    if m.arch not in ARCHS:
-        raise ValueError(f"unknown model.arch {m.arch!r}; choose one of {list(ARCHS)}")
-    kwargs = dict(m.net)
-    if m.arch == "mlp":
-        kwargs.setdefault("dim", shape[0])
-    else:
-        kwargs = {"image_size": shape[1], "channels": shape[0]} | kwargs
-    try:
-        return ARCHS[m.arch](**kwargs)
-    except TypeError as err:
-        raise ValueError(f"model.net has an option {m.arch!r} does not accept: {err}") from err
-
-
-def build_score(model: nn.Module, sde: SDE, cfg: Config) -> ModelScore:
-    m = cfg.model
-    return ModelScore(model, sde, prediction=m.prediction, time_input=m.time_input, time_scale=m.time_scale)
-
-
-def model_batch(data: ImageData | Tensor, idx: Tensor, cfg: Config, generator: torch.Generator) -> Tensor:
-    """A training batch in the model's space (dequantized, scaled, optionally flipped)."""
-    if isinstance(data, Tensor):
-        return data[idx]
-    d = cfg.data
-    return to_model(data.images[idx], data.levels, tuple(d.data_range), d.dequantize, generator, d.flip)
+from .losses import training_noise
+from .plotting import atomic_write, check_writable_dir, save_image_grid, save_line_plot, save_scatter_grid
+from .sde import SDE
 
 
 # -- EMA --------------------------------------------------------------------------------------
 class EMA:
-    """Exponential moving average of a model's floating-point parameters: ``e <- d e + (1 - d) p``."""
+    r"""Exponential moving average of a model's floating-point parameters: ``e <- d_n e + (1 - d_n) p``.
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    With ``warmup`` the decay of the ``n``-th update (``n = 0, 1, ...``) is
+    :math:`d_n = \min(d, (1 + n) / (10 + n))`, so the average forgets the random
+    initialisation within the first few hundred steps (the product of the early decays
+    vanishes) and reaches the constant ``decay`` after about ``10 / (1 - d)`` updates.
+    Without it, ``d^n`` of every averaged weight is still the initialisation after ``n``
+    updates (8 % for ``d = 0.999`` after 2,500 steps). ``num_updates`` is checkpointed.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
+        self.warmup = warmup
+        self.num_updates = 0
         self.shadow = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+    def current_decay(self) -> float:
+        """The decay the next update uses."""
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        weight = 1.0 - self.current_decay()
         for k, p in model.named_parameters():
             if k in self.shadow:
-                self.shadow[k].lerp_(p.detach(), 1.0 - self.decay)
+                self.shadow[k].lerp_(p.detach(), weight)
+        self.num_updates += 1
 
     @contextmanager
     def applied(self, model: nn.Module):
@@ -147,58 +104,98 @@ class EMA:
                     params[k].copy_(v)
 
 
-# -- distributed helpers ---------------------------------------------------------------------
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            return torch.device(f"cuda:{local}")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 # -- the trainer --------------------------------------------------------------------------------
-def _loss_fn(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
-    """``loss(x, **noise)`` for the configured objective; ``noise`` comes from :func:`training_noise`."""
-    t = cfg.training
-    if t.loss == "dsm":
-        return lambda x, **noise: dsm_loss(sde, score, x, t.weighting, t.reduce, t.eps, **noise)
-    if t.loss == "ddpm":
-        return lambda x, **noise: ddpm_loss(sde, model, x, t.reduce, **noise)
-    if t.loss == "smld":
-        return lambda x, **noise: smld_loss(sde, score, x, t.reduce, **noise)
-    raise ValueError(f"unknown training.loss {t.loss!r}; choose 'dsm', 'ddpm' or 'smld'")
-
-
 def learning_rate(cfg: Config, step: int) -> float:
     """Linear warmup: ``lr * min(1, (step + 1) / warmup)`` for the update that produces ``step + 1``."""
     t = cfg.training
     return t.lr * min(1.0, (step + 1) / t.warmup) if t.warmup > 0 else t.lr
 
 
-def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool = True) -> Path:
+def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool | None = None,
+          overwrite: bool = False) -> Path:  # fmt: skip
     """Train the configured model in ``workdir``; returns the path of the final checkpoint.
 
     With ``resume`` (default) training continues from the newest checkpoint in
-    ``workdir/checkpoints`` exactly where it stopped.
+    ``workdir/checkpoints`` exactly where it stopped. ``resume=False`` refuses a workdir
+    that already has checkpoints (nothing is deleted); ``overwrite=True`` starts over: it
+    first deletes the previous run's checkpoints, ``log.jsonl``, ``loss.png`` and
+    ``samples/`` (nothing else). The workdir is locked for the whole run (by rank 0 under
+    torchrun), so a second run in the same workdir fails at once. The config, the device
+    and the workdir are checked before anything is loaded, built or written. ``progress``
+    shows a tqdm bar (default: when stderr is a terminal).
     """
     workdir = Path(workdir)
-    ckpt_dir = workdir / "checkpoints"
+    check_config(cfg)
     t = cfg.training
     device = pick_device(t.device)
+    check_writable_dir(workdir, "workdir")
+    if progress is None:
+        progress = sys.stderr.isatty()
     rank, world = init_from_env(device)
     if t.batch_size % world:
         raise ValueError(f"training.batch_size {t.batch_size} must be divisible by the {world} processes")
-    is_main = rank == 0
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
-        clean_temporary_files(ckpt_dir)
+    with ExitStack() as stack:
+        error = None
+        if rank == 0:  # lock first, then look at or clean up anything in the workdir
+            try:
+                workdir.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(workdir_lock(workdir))
+                _prepare_workdir(workdir, cfg, resume, overwrite)
+            except (ValueError, RuntimeError, OSError) as err:
+                error = err
+        if world > 1:  # the other ranks wait for rank 0's set-up and stop with it
+            status = [None if error is None else str(error)]
+            dist.broadcast_object_list(status, src=0)
+            if rank != 0 and status[0] is not None:
+                raise RuntimeError(f"rank 0 could not start: {status[0]}")
+        if error is not None:
+            raise error
+        return _train(cfg, workdir, device, rank, world, resume and not overwrite, progress)
 
+
+def _prepare_workdir(workdir: Path, cfg: Config, resume: bool, overwrite: bool) -> None:
+    """Rank 0, holding the workdir lock: refuse, clear or check what an earlier run left behind."""
+    ckpt_dir = workdir / "checkpoints"
+    if overwrite:
+        _clear_run(workdir)
+        return
+    found = list_checkpoints(ckpt_dir)
+    if found and not resume:
+        raise ValueError(f"workdir {workdir} already has {len(found)} checkpoint(s) (newest {found[-1].name}); "
+                         f"resume from them (leave out --no-resume / resume=False), start over with --overwrite "
+                         f"(overwrite=True; deletes them) or use another workdir")  # fmt: skip
+    if found:
+        _check_same_run(read_metadata(found[-1])["config"], cfg, found[-1])
+    clean_temporary_files(ckpt_dir)
+
+
+def _clear_run(workdir: Path) -> None:
+    """Delete what a training run writes: checkpoints, ``log.jsonl``, ``loss.png`` and ``samples/``."""
+    remove_checkpoints(workdir / "checkpoints")
+    for name in ("log.jsonl", "loss.png"):
+        (workdir / name).unlink(missing_ok=True)
+    samples = workdir / "samples"
+    if samples.is_dir() and not samples.is_symlink():
+        shutil.rmtree(samples)
+
+
+def _check_same_run(saved: dict[str, Any], cfg: Config, path: Path) -> None:
+    old = from_dict(saved)
+    if old.model != cfg.model or old.data.dataset != cfg.data.dataset or old.sde != cfg.sde:
+        raise ValueError(f"{path} was written with a different model, SDE or dataset; use a new workdir "
+                         f"(or --overwrite to delete the old run)")  # fmt: skip
+
+
+def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: int, resume: bool,
+           progress: bool) -> Path:  # fmt: skip
+    ckpt_dir = workdir / "checkpoints"
+    t = cfg.training
+    is_main = rank == 0
     torch.manual_seed(t.seed)
     sde = build_sde(cfg)
     data = load_dataset(cfg, "train")
     model = build_model(cfg).to(device)
-    ema = EMA(model, t.ema)
+    ema = EMA(model, t.ema, t.ema_warmup)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999), eps=t.eps_adam,
                                  weight_decay=t.weight_decay)  # fmt: skip
     # every process draws the same global batch and noise and keeps its slice, so N processes
@@ -206,18 +203,18 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
     data_gen = torch.Generator().manual_seed(t.seed * 1000)
     torch.manual_seed(t.seed * 1000 + rank + 1)  # dropout and other global draws
     start_step, history = 0, []
-    latest = latest_checkpoint(ckpt_dir) if resume else None
+    final = latest = latest_checkpoint(ckpt_dir) if resume else None
     if latest is not None:
         start_step, history = _restore(latest, cfg, model, ema, optimizer, data_gen)
-        if is_main:
-            _truncate_log(workdir / "log.jsonl", start_step)
+    if is_main:  # records written after the restored checkpoint (or before a first one) are dropped
+        _truncate_log(workdir / "log.jsonl", start_step)
     wrapped: nn.Module = model
     if world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     score = build_score(wrapped, sde, cfg)
-    loss_fn = _loss_fn(cfg, sde, score, wrapped)
+    loss_fn = build_loss(cfg, sde, score, wrapped)
     scaler = torch.amp.GradScaler("cuda", enabled=t.amp and device.type == "cuda")
     local_batch = t.batch_size // world
     n_data = len(data)
@@ -264,14 +261,13 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
                       "images_per_s": (done - window_start) * t.batch_size / max(elapsed, 1e-9)}  # fmt: skip
             history.append(record)
             if is_main:
-                with open(log_path, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                _append_log(log_path, record)
                 if writer is not None:
                     writer.add_scalar("loss", mean_loss, done)
             window, window_start, tick = [], done, time.perf_counter()
         if done % t.snapshot_every == 0 or done == t.n_iters:
             if is_main:
-                _save(ckpt_dir, done, cfg, model, ema, optimizer, data_gen, history, world)
+                final = _save(ckpt_dir, done, cfg, model, ema, optimizer, data_gen, history, world)
                 prune_checkpoints(ckpt_dir, t.keep)
                 _snapshot(workdir, done, cfg, sde, model, ema, data, history)
             if world > 1:
@@ -281,7 +277,17 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return latest_checkpoint(ckpt_dir) if is_main else ckpt_dir
+    return final if is_main and final is not None else ckpt_dir
+
+
+def _append_log(path: Path, record: dict) -> None:
+    try:
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as err:  # e.g. a full disk: name the file in the message
+        if err.filename is None:
+            err.filename = str(path)
+        raise
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -325,6 +331,7 @@ def _save(ckpt_dir: Path, step: int, cfg: Config, model: nn.Module, ema: EMA, op
     metadata = {
         "format": "scoresde-checkpoint-1",
         "step": step,
+        "ema_updates": ema.num_updates,
         "world_size": world,
         "config": cfg.to_dict(),
         "optimizer_scalars": scalars,
@@ -338,14 +345,13 @@ def _save(ckpt_dir: Path, step: int, cfg: Config, model: nn.Module, ema: EMA, op
 def _restore(path: Path, cfg: Config, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer,
              data_gen: torch.Generator) -> tuple[int, list[dict]]:  # fmt: skip
     tensors, meta = load_checkpoint(path)
-    saved = from_dict(meta["config"])
-    if saved.model != cfg.model or saved.data.dataset != cfg.data.dataset or saved.sde != cfg.sde:
-        raise ValueError(f"{path} was written with a different model, SDE or dataset; use a new workdir")
+    _check_same_run(meta["config"], cfg, path)
     load_weights_strict(model, prefixed(tensors, "model"))
     for k, v in prefixed(tensors, "ema").items():
         if k not in ema.shadow or ema.shadow[k].shape != v.shape:
             raise ValueError(f"{path}: EMA entry {k} does not fit the model")
         ema.shadow[k].copy_(v)
+    ema.num_updates = int(meta.get("ema_updates", meta["step"]))
     state: dict[int, dict[str, Any]] = {}
     for key, value in prefixed(tensors, "optim").items():
         pid, name = key.split(".", 1)
@@ -384,19 +390,3 @@ def _snapshot(workdir: Path, step: int, cfg: Config, sde: SDE, model: nn.Module,
         steps_, losses = [h["step"] for h in history], [h["loss"] for h in history]
         save_line_plot({"training loss": (steps_, losses)}, workdir / "loss.png", title="training loss",
                        xlabel="step", log_y=True)  # fmt: skip
-
-
-def load_for_inference(path: str | Path, use_ema: bool = True, device: str = "cpu") -> tuple[Config, SDE, nn.Module]:
-    """Rebuild ``(config, sde, model)`` from a checkpoint, with the EMA weights by default."""
-    tensors, meta = load_checkpoint(path)
-    cfg = from_dict(meta["config"])
-    sde = build_sde(cfg)
-    model = build_model(cfg)
-    load_weights_strict(model, prefixed(tensors, "model"))
-    if use_ema:
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for k, v in prefixed(tensors, "ema").items():
-                params[k].copy_(v)
-    model.to(device).eval()
-    return cfg, sde, model

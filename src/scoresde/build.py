@@ -1,0 +1,375 @@
+"""From a config to objects: the SDE, the dataset, the network, the score, the loss, the device.
+
+Every name a config may use is a key of a plain registry dict here (:data:`SDES`,
+:data:`DATASETS`, :data:`ARCHS`, :data:`LOSSES`). :func:`check_config` validates a whole
+config up front (value ranges, names, and the combinations that cannot work, e.g. the
+``ddpm`` loss with a VE SDE) so that a bad run fails before any data is loaded or any
+network is built. :func:`parse_sampler_options` turns ``KEY=VALUE`` strings into sampler
+options type-checked against the sampler's own keyword defaults.
+
+Inference code (``scoresde sample``, ``scoresde likelihood``) uses this module and
+:mod:`scoresde.checkpoint` only; it never imports the trainer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import CheckpointError, load_checkpoint, load_weights_strict, prefixed, resolve_checkpoint
+from .config import Config, SDEConfig, check_ranges, from_dict, parse_value
+from .data import (
+    TOYS,
+    ImageData,
+    load_cifar10,
+    load_digits,
+    load_image_folder,
+    load_mnist,
+    to_model,
+    toy_data,
+)
+from .integrators import ERROR_NORMS
+from .losses import REDUCTIONS, WEIGHTINGS, ddpm_loss, dsm_loss, smld_loss
+from .nets import NCSNpp, TimeMLP, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_small, ncsnpp_cifar10
+from .sampling import SAMPLERS, sampler_options
+from .sampling.ode_samplers import ODE_METHODS
+from .sampling.sde_samplers import CORRECTORS, PREDICTORS
+from .score import PREDICTIONS, TIME_INPUTS, ModelScore
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
+
+# -- registries ---------------------------------------------------------------------------------
+SDES: dict[str, Callable[[SDEConfig], SDE]] = {
+    "vp": lambda s: VPSDE(s.beta_min, s.beta_max, s.N),
+    "subvp": lambda s: SubVPSDE(s.beta_min, s.beta_max, s.N),
+    "ve": lambda s: VESDE(s.sigma_min, s.sigma_max, s.N),
+}
+
+
+def _image_folder(cfg: Config, split: str) -> ImageData:
+    root = Path(cfg.data.root)
+    return load_image_folder(root / split if (root / split).is_dir() else root, cfg.data.image_size, cfg.data.channels)
+
+
+def _toy(cfg: Config, split: str) -> Tensor:
+    seed = cfg.training.seed + (0 if split == "train" else 1)
+    return toy_data(cfg.data.toy, cfg.data.toy_size, generator=torch.Generator().manual_seed(seed))
+
+
+DATASETS: dict[str, Callable[[Config, str], ImageData | Tensor]] = {
+    "digits": lambda cfg, split: load_digits(split),
+    "toy": _toy,
+    "image_folder": _image_folder,
+    "cifar10": lambda cfg, split: load_cifar10(cfg.data.root, split),
+    "mnist": lambda cfg, split: load_mnist(cfg.data.root, split),
+}
+# datasets read from files under data.root, and the (channels, image_size) of those with a fixed shape
+ROOTED_DATASETS = ("image_folder", "cifar10", "mnist")
+FIXED_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 8), "cifar10": (3, 32), "mnist": (1, 28)}
+
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "ncsnpp": ncsnpp_cifar10,
+    "ddpmpp": ddpmpp_cifar10,
+    "ddpm": ddpm_cifar10,
+    "ddpmpp_small": ddpmpp_small,
+    "unet": NCSNpp,
+    "mlp": TimeMLP,
+}
+
+
+def _dsm(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
+    t = cfg.training
+    return partial(dsm_loss, sde, score, weighting=t.weighting, reduce=t.reduce, eps=t.eps)
+
+
+def _ddpm(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
+    return partial(ddpm_loss, sde, model, reduce=cfg.training.reduce)
+
+
+def _smld(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
+    return partial(smld_loss, sde, score, reduce=cfg.training.reduce)
+
+
+LOSSES: dict[str, Callable[[Config, SDE, ModelScore, nn.Module], Callable[..., Tensor]]] = {
+    "dsm": _dsm,
+    "ddpm": _ddpm,
+    "smld": _smld,
+}
+# losses tied to one SDE's discretization -> the sde.type they need
+LOSS_SDES: dict[str, str] = {"ddpm": "vp", "smld": "ve"}
+
+# the allowed values of a config's name fields
+NAMES: dict[str, Iterable[str]] = {
+    "sde.type": SDES,
+    "data.dataset": DATASETS,
+    "model.arch": ARCHS,
+    "model.prediction": PREDICTIONS,
+    "model.time_input": TIME_INPUTS,
+    "training.loss": LOSSES,
+    "training.weighting": WEIGHTINGS,
+    "training.reduce": REDUCTIONS,
+    "sampling.sampler": SAMPLERS,
+}
+
+# sampler options with a fixed set of string values, and range checks of numeric options
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "method": tuple(ODE_METHODS),
+    "error_norm": tuple(ERROR_NORMS),
+    "predictor": tuple(PREDICTORS),
+    "corrector": tuple(CORRECTORS),
+}
+OPTION_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "rtol": (lambda v: v > 0, "must be > 0"),
+    "atol": (lambda v: v > 0, "must be > 0"),
+    "snr": (lambda v: v > 0, "must be > 0"),
+    "eta": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "corrector_steps": (lambda v: v >= 0, "must be >= 0"),
+}
+
+
+# -- validation ---------------------------------------------------------------------------------
+def _field(cfg: Config, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def _choose(dotted: str, value: Any, allowed: Iterable[str]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"unknown {dotted} {value!r}; choose one of {', '.join(map(repr, allowed))}")
+
+
+def net_options(arch: str) -> set[str] | None:
+    """The ``model.net`` keys an architecture accepts (``None``: any)."""
+    params = dict(inspect.signature(ARCHS[arch]).parameters)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # the presets forward to NCSNpp
+        params |= inspect.signature(NCSNpp).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return {name for name, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_config(cfg: Config, training: bool = True, data: bool | None = None) -> Config:
+    """Raise a one-line ``ValueError`` unless ``cfg`` can be built (and trained); cheap, reads no data.
+
+    Checks the value ranges (:func:`scoresde.config.check_ranges`), every name against its
+    registry, and the combinations that cannot work: a discrete loss with the wrong SDE,
+    a network for the wrong kind of data, a dataset with a fixed shape configured with
+    another, ``model.net`` keys the network does not take, and sampler options the
+    configured sampler does not take. With ``data`` (default: ``training``) the dataset's
+    ``data.root`` must be a directory; with ``training`` an optional package the run
+    needs (tensorboard) must be installed.
+    """
+    data = training if data is None else data
+    check_ranges(cfg)
+    for dotted, allowed in NAMES.items():
+        _choose(dotted, _field(cfg, dotted), allowed)
+    d, m, t = cfg.data, cfg.model, cfg.training
+    if d.dataset == "toy":
+        _choose("data.toy", d.toy, TOYS)
+    needed = LOSS_SDES.get(t.loss)
+    if needed is not None and cfg.sde.type != needed:
+        raise ValueError(f"training.loss {t.loss!r} needs sde.type {needed!r}, got {cfg.sde.type!r}; "
+                         f"use training.loss 'dsm', which works with every SDE")  # fmt: skip
+    if (m.arch == "mlp") != (d.dataset == "toy"):
+        what = "2-D toy data (data.dataset 'toy')" if m.arch == "mlp" else "images; use model.arch 'mlp' for toy data"
+        raise ValueError(f"model.arch {m.arch!r} is for {what}, got data.dataset {d.dataset!r}")
+    if d.dataset in FIXED_SHAPES:
+        channels, size = FIXED_SHAPES[d.dataset]
+        if (d.channels, d.image_size) != (channels, size):
+            raise ValueError(f"data.dataset {d.dataset!r} has {channels} channel(s) of {size}x{size}; set "
+                             f"data.channels = {channels} and data.image_size = {size} (got {d.channels} and "
+                             f"{d.image_size})")  # fmt: skip
+    if data and d.dataset in ROOTED_DATASETS:
+        if not d.root:
+            raise ValueError(f"data.root must point at the {d.dataset} files")
+        if not Path(d.root).is_dir():
+            raise FileNotFoundError(f"data.root {d.root} is not a directory (the {d.dataset} files go there)")
+    accepted = net_options(m.arch)
+    unknown = sorted(set(m.net) - accepted) if accepted is not None else []
+    if unknown:
+        raise ValueError(f"model.net has option(s) {unknown} that model.arch {m.arch!r} does not accept; "
+                         f"it takes {sorted(accepted - {'image_size', 'channels', 'dim'})}")  # fmt: skip
+    check_sampler_options(cfg.sampling.sampler, cfg.sampling.options, what="sampling.options")
+    if training and t.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("training.tensorboard = true needs the tensorboard package (pip install tensorboard)")
+    return cfg
+
+
+# -- devices ------------------------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    """``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` as a usable device, else a one-line ``ValueError``.
+
+    ``"auto"`` and ``"cuda"`` without an index take the process's ``LOCAL_RANK`` GPU under torchrun.
+    """
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available to this torch "
+                             f"({torch.__version__}); use 'cpu'")  # fmt: skip
+        if device.index is None:
+            device = torch.device(f"cuda:{local}")
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {name!r} asked for, but MPS is not available; use 'cpu'")
+    elif device.type != "cpu":
+        raise ValueError(f"unsupported device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return device
+
+
+# -- sampler options ----------------------------------------------------------------------------
+def sampler_option_defaults(sampler: str) -> dict[str, Any]:
+    """``{option: default}`` of a named sampler, read from its signature."""
+    _choose("sampler", sampler, SAMPLERS)
+    params = inspect.signature(SAMPLERS[sampler]).parameters
+    return {name: params[name].default for name in sampler_options(sampler)}
+
+
+def _typed_option(sampler: str, key: str, value: Any, default: Any, what: str) -> Any:
+    where = f"{what} {key} of sampler {sampler!r}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if not number or not math.isfinite(value):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"{where} must be a string, got {value!r}")
+    if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
+        raise ValueError(f"{where} must be one of {', '.join(map(repr, OPTION_CHOICES[key]))}, got {value!r}")
+    if key in OPTION_RANGES and number:
+        ok, message = OPTION_RANGES[key]
+        if not ok(value):
+            raise ValueError(f"{where} {message}, got {value!r}")
+    return value
+
+
+def check_sampler_options(sampler: str, options: Mapping[str, Any], what: str = "option") -> dict[str, Any]:
+    """Options of a named sampler, checked against the defaults in its signature.
+
+    Unknown options are errors; a boolean option takes only ``true``/``false``, an integer
+    only an integer, a float any number, and a string option with a fixed set of values
+    (``method``, ``error_norm``, ``predictor``, ``corrector``) only one of them.
+    """
+    defaults = sampler_option_defaults(sampler)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown} for sampler {sampler!r}; it accepts {list(defaults)}")
+    return {key: _typed_option(sampler, key, value, defaults[key], what) for key, value in options.items()}
+
+
+def parse_sampler_options(sampler: str, items: Iterable[str]) -> dict[str, Any]:
+    """``["snr=0.1", "probability_flow=true"]`` to options of ``sampler``, checked by :func:`check_sampler_options`."""
+    raw: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or "." in key:
+            raise ValueError(f"sampler option {item!r} must look like KEY=VALUE, e.g. snr=0.16")
+        raw[key] = parse_value(text)
+    return check_sampler_options(sampler, raw)
+
+
+def is_adaptive(sampler: str, options: Mapping[str, Any]) -> bool:
+    """Whether the sampler picks its own steps (the ``ode`` sampler's ``rk45`` method)."""
+    return sampler == "ode" and options.get("method", "rk45") == "rk45"
+
+
+# -- building -----------------------------------------------------------------------------------
+def build_sde(cfg: Config) -> SDE:
+    _choose("sde.type", cfg.sde.type, SDES)
+    return SDES[cfg.sde.type](cfg.sde)
+
+
+def load_dataset(cfg: Config, split: str = "train") -> ImageData | Tensor:
+    """The configured dataset: :class:`ImageData` for images, a ``[N, 2]`` tensor for toys."""
+    d = cfg.data
+    _choose("data.dataset", d.dataset, DATASETS)
+    if d.dataset in ROOTED_DATASETS and not d.root:
+        raise ValueError(f"data.root must point at the {d.dataset} files")
+    return DATASETS[d.dataset](cfg, split)
+
+
+def data_shape(cfg: Config) -> tuple[int, ...]:
+    d = cfg.data
+    return (2,) if d.dataset == "toy" else (d.channels, d.image_size, d.image_size)
+
+
+def build_model(cfg: Config) -> nn.Module:
+    m, shape = cfg.model, data_shape(cfg)
+    _choose("model.arch", m.arch, ARCHS)
+    kwargs = dict(m.net)
+    if m.arch == "mlp":
+        kwargs.setdefault("dim", shape[0])
+    else:
+        kwargs = {"image_size": shape[1], "channels": shape[0]} | kwargs
+    try:
+        return ARCHS[m.arch](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"model.net has an option {m.arch!r} does not accept: {err}") from err
+
+
+def build_score(model: nn.Module, sde: SDE, cfg: Config) -> ModelScore:
+    m = cfg.model
+    return ModelScore(model, sde, prediction=m.prediction, time_input=m.time_input, time_scale=m.time_scale)
+
+
+def build_loss(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
+    """``loss(x, **noise)`` for the configured objective (``noise`` from :func:`scoresde.losses.training_noise`)."""
+    _choose("training.loss", cfg.training.loss, LOSSES)
+    return LOSSES[cfg.training.loss](cfg, sde, score, model)
+
+
+def model_batch(data: ImageData | Tensor, idx: Tensor, cfg: Config, generator: torch.Generator) -> Tensor:
+    """A training batch in the model's space (dequantized, scaled, optionally flipped)."""
+    if isinstance(data, Tensor):
+        return data[idx]
+    d = cfg.data
+    return to_model(data.images[idx], data.levels, tuple(d.data_range), d.dequantize, generator, d.flip)
+
+
+def checkpoint_config(meta: dict[str, Any], path: str | Path) -> Config:
+    """The training config stored in a checkpoint's metadata."""
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path} is not a scoresde training checkpoint (its metadata has no config)")
+    return from_dict(meta["config"])
+
+
+def load_for_inference(
+    path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu"
+) -> tuple[Config, SDE, nn.Module]:
+    """Rebuild ``(config, sde, model)`` from a checkpoint, with the EMA weights by default."""
+    path = resolve_checkpoint(path)
+    tensors, meta = load_checkpoint(path)
+    cfg = checkpoint_config(meta, path)
+    sde = build_sde(cfg)
+    model = build_model(cfg)
+    load_weights_strict(model, prefixed(tensors, "model"))
+    if use_ema:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for k, v in prefixed(tensors, "ema").items():
+                params[k].copy_(v)
+    model.to(device).eval()
+    return cfg, sde, model
