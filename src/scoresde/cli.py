@@ -1,9 +1,9 @@
-"""Command-line interface: ``scoresde train | sample | likelihood | demo``."""
+"""Command-line interface: ``scoresde train | sample | likelihood | evaluate | demo``."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
 import time
@@ -17,15 +17,62 @@ EPILOG = """examples:
   scoresde train configs/toy_mixture.toml --workdir runs/toy --set training.lr=1e-3 --set training.n_iters=2000
   scoresde sample outputs/digits/checkpoints --sampler pc --steps 1000 -n 64 --out grid.png
   scoresde likelihood outputs/digits/checkpoints --split test --repeats 5
+  scoresde evaluate outputs/digits/checkpoints --sampler ddim --steps 50 -n 1000 --out report.json
   scoresde demo --out outputs/demo
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _progress_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"show a progress bar {what} (default: when stderr is a terminal)")  # fmt: skip
+
+
+def _show_progress(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="scoresde", description="Score-based generative modeling through SDEs.",
-                                     epilog=EPILOG, formatter_class=fmt)  # fmt: skip
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser = _Parser(prog="scoresde", description="Score-based generative modeling through SDEs.", epilog=EPILOG,
+                     formatter_class=fmt)  # fmt: skip
+    parser.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads (default 2)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a score model from a config file", formatter_class=fmt,
@@ -35,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="TOML config file (see configs/)")
     train.add_argument("--workdir", required=True, help="folder for checkpoints, logs and samples")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
-    train.add_argument("--no-resume", action="store_true", help="start over even if WORKDIR has checkpoints")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--no-resume", action="store_true",
+                       help="start a new run; refused if WORKDIR has checkpoints (see --overwrite)")  # fmt: skip
+    train.add_argument("--overwrite", action="store_true", help="start over: delete WORKDIR's checkpoints, "
+                       "log.jsonl, loss.png and samples/ first")  # fmt: skip
+    _progress_flag(train, "while training")
 
     sample = sub.add_parser("sample", help="draw samples from a checkpoint", formatter_class=fmt,
                             description="Draw samples from a checkpoint (a file or a checkpoints folder: the newest). "
@@ -46,14 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--out pc.npz")  # fmt: skip
     sample.add_argument("checkpoint")
     sample.add_argument("--sampler", default=None, help="sampler name (default: the config's)")
-    sample.add_argument("--steps", type=int, default=None, help="steps (default: the config's; not for rk45)")
-    sample.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    sample.add_argument("--steps", type=_positive_int, default=None,
+                        help="steps (default: the config's; not for the adaptive ode method rk45)")  # fmt: skip
+    sample.add_argument("-n", type=_positive_int, default=64, help="number of samples (default 64)")
+    sample.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="samples per batch (default: eval.batch_size); samples do not depend on it")  # fmt: skip
     sample.add_argument("--out", default="samples.png", help="output file, .png or .npz")
     sample.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--seed", type=_seed, default=0, help="sample i of a seed is the same in any batch or process")
+    sample.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    sample.add_argument("--progress", action="store_true")
+    _progress_flag(sample, "while sampling")
 
     lik = sub.add_parser("likelihood", help="bits/dim (images) or NLL (2-D) of a data split", formatter_class=fmt,
                          description="Exact likelihood through the probability-flow ODE, with uniform "
@@ -61,15 +114,47 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog="example:\n  scoresde likelihood outputs/digits/checkpoints --split test "
                                 "--repeats 5")  # fmt: skip
     lik.add_argument("checkpoint")
-    lik.add_argument("--split", default="test", choices=["train", "test"])
-    lik.add_argument("--repeats", type=int, default=1)
-    lik.add_argument("--batch-size", type=int, default=512)
-    lik.add_argument("--rtol", type=float, default=1e-5)
-    lik.add_argument("--atol", type=float, default=1e-5)
+    lik.add_argument("--split", default=None, choices=["train", "test"], help="default: the config's eval.split")
+    lik.add_argument("--repeats", type=_positive_int, default=None, help="default: the config's eval.repeats")
+    lik.add_argument("--batch-size", type=_positive_int, default=None, help="default: the config's eval.batch_size")
+    lik.add_argument("--rtol", type=_positive_float, default=None, help="default: the config's eval.rtol (1e-5)")
+    lik.add_argument("--atol", type=_positive_float, default=None, help="default: the config's eval.atol (1e-5)")
     lik.add_argument("--exact", action="store_true", help="exact divergence instead of Hutchinson")
-    lik.add_argument("--seed", type=int, default=0)
-    lik.add_argument("--device", default="cpu")
-    lik.add_argument("--out", default=None, help="also write the result as JSON here")
+    lik.add_argument("--seed", type=_seed, default=0)
+    lik.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    lik.add_argument("--out", default=None, help="also write the result as JSON here (.json)")
+    _progress_flag(lik, "over the batches")
+
+    ev = sub.add_parser("evaluate", help="sample a checkpoint and score the samples (FD, KID, bits/dim)",
+                        formatter_class=fmt,
+                        description="Draw N samples (in batches, one noise stream per sample) and report the "
+                                    "Fréchet distance and KID against the test split next to their floor (N "
+                                    "training images against the test split), the classifier's class histogram "
+                                    "and confidence, NFE, wall time and the bits/dim of the split. 2-D toy "
+                                    "checkpoints get MMD, sliced Wasserstein and energy distance against fresh "
+                                    "data. Defaults come from the checkpoint's [sampling] and [eval] sections.",
+                        epilog="example:\n  scoresde evaluate outputs/digits/checkpoints --sampler ode --steps 50 "
+                               "--option method=heun -n 1000 --out report.json --samples-out samples.png\n"
+                               "  scoresde evaluate cifar_ckpt.safetensors --inception pt_inception-2015-12-05-"
+                               "6726825d.pth -n 10000")  # fmt: skip
+    ev.add_argument("checkpoint")
+    ev.add_argument("--sampler", default=None, help="sampler name (default: the config's)")
+    ev.add_argument("--steps", type=_positive_int, default=None, help="steps (default: the config's)")
+    ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
+    ev.add_argument("--grid", default="uniform", help="time grid: uniform, quadratic or log_snr")
+    ev.add_argument("-n", type=_positive_int, default=None, help="number of samples (default: eval.n, 1000)")
+    ev.add_argument("--batch-size", type=_positive_int, default=None, help="default: the config's eval.batch_size")
+    ev.add_argument("--seed", type=_seed, default=0)
+    ev.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    ev.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    ev.add_argument("--likelihood", action=argparse.BooleanOptionalAction, default=None,
+                    help="also report the split's bits/dim or NLL (default: the config's eval.likelihood)")  # fmt: skip
+    ev.add_argument("--inception", default=None, metavar="PATH",
+                    help="Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth): the feature space for "
+                         "images other than the digits; never downloaded")  # fmt: skip
+    ev.add_argument("--out", default=None, help="write the report here (.json; strictly valid JSON)")
+    ev.add_argument("--samples-out", default=None, help="also save the samples: .png (the first 64) or .npz")
+    _progress_flag(ev, "while sampling")
 
     demo = sub.add_parser("demo", help="sample a 2-D Gaussian mixture with every sampler using its exact score",
                           formatter_class=fmt, epilog="example:\n  scoresde demo --out outputs/demo -n 5000",
@@ -84,16 +169,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    torch.set_num_threads(max(1, args.threads))
+    """Run one command; returns the exit code (2 with one line on stderr for bad input or a failed write)."""
     try:
-        return {"train": _train, "sample": _sample, "likelihood": _likelihood, "demo": _demo}[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as err:
-        print(f"scoresde {args.command}: error: {err}", file=sys.stderr)
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help (0) or a usage error (2, already reported in one line)
+        return done.code if isinstance(done.code, int) else 2
+    torch.set_num_threads(args.threads)
+    try:
+        commands = {"train": _train, "sample": _sample, "likelihood": _likelihood, "evaluate": _evaluate, "demo": _demo}
+        return commands[args.command](args)
+    except OSError as err:  # a path: missing, in the way, not writable, a full disk
+        print(f"scoresde {args.command}: error: {_one_line(_os_error(err))}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, FloatingPointError) as err:
+        print(f"scoresde {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"scoresde {args.command}: interrupted (checkpoints written so far are intact)", file=sys.stderr)
         return 130
+
+
+def _os_error(err: OSError) -> str:
+    """``PATH: reason`` for an OSError from the system (a message of ours is kept as it is)."""
+    if err.strerror is None:
+        return str(err)
+    if err.filename is None:
+        return err.strerror
+    target = f" -> {err.filename2}" if err.filename2 is not None else ""
+    return f"{err.filename}{target}: {err.strerror}"
+
+
+def _one_line(message: str) -> str:
+    return "; ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def _train(args) -> int:
@@ -102,122 +209,186 @@ def _train(args) -> int:
 
     cfg = load_config(args.config, args.set)
     start = time.perf_counter()
-    final = train(cfg, args.workdir, resume=not args.no_resume, progress=not args.no_progress)
+    final = train(cfg, args.workdir, resume=not args.no_resume, progress=args.progress, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {cfg.training.n_iters} steps in {time.perf_counter() - start:.0f} s; checkpoint {final}")
     return 0
 
 
-def _parse_options(items: list[str]) -> dict:
-    from .config import parse_override
+def _inference_setup(args, suffixes: tuple[str, ...], data: bool = False):
+    """Checks shared by ``sample`` and ``likelihood``, all before any work: the output path, the
+    device, the checkpoint (its header only) and, with ``data``, the dataset's files.
+    Returns ``(checkpoint file, config, device)``."""
+    from .build import check_config, checkpoint_config, pick_device
+    from .checkpoint import read_metadata, resolve_checkpoint
+    from .plotting import check_output_file
 
-    options = {}
-    for item in items:
-        _, key, value = parse_override(f"sampling.{item}")
-        options[key] = value
-    return options
+    if args.out is not None:
+        check_output_file(args.out, suffixes, "--out")
+    device = pick_device(args.device)
+    path = resolve_checkpoint(args.checkpoint)
+    cfg = check_config(checkpoint_config(read_metadata(path), path), training=False, data=data)
+    return path, cfg, device
 
 
 def _sample(args) -> int:
-    from .data import data_levels, to_levels, to_unit
+    from .build import build_score, data_shape, is_adaptive, load_for_inference, parse_sampler_options
     from .distributed import finish, gather_cat, init_from_env, shard
-    from .plotting import save_image_grid, save_scatter_grid
+    from .noise import SampleNoise
     from .sampling import sample
-    from .train import build_score, data_shape, load_for_inference
 
-    if args.n < 1:
-        raise ValueError("-n must be positive")
+    path, cfg, device = _inference_setup(args, (".png", ".npz"))
+    sampler = args.sampler or cfg.sampling.sampler
+    options = dict(cfg.sampling.options) if args.sampler is None else {}  # checked with the config
+    options |= parse_sampler_options(sampler, args.option)
+    if is_adaptive(sampler, options) and args.steps is not None:
+        raise ValueError("--steps does not apply to the adaptive ode method rk45 (it picks its own steps); "
+                         "set --option rtol=/atol=, or --option method=euler|heun|rk4 for fixed steps")  # fmt: skip
+    steps = None if is_adaptive(sampler, options) else (args.steps if args.steps is not None else cfg.sampling.steps)
+    progress = _show_progress(args.progress)
     rank, world = init_from_env()
     part = shard(args.n, rank, world)
-    cfg, sde, model = load_for_inference(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    cfg, sde, model = load_for_inference(path, use_ema=not args.no_ema, device=device)
     score = build_score(model, sde, cfg)
-    options = dict(cfg.sampling.options) if args.sampler is None else {}
-    options |= _parse_options(args.option)
-    sampler = args.sampler or cfg.sampling.sampler
-    adaptive = sampler == "ode" and options.get("method", "rk45") == "rk45"
-    steps = None if adaptive else (args.steps or cfg.sampling.steps)
     eps = cfg.sampling.eps or None
+    batch_size = args.batch_size or cfg.eval.batch_size
     start = time.perf_counter()
     n_local = part.stop - part.start
     x, nfe = torch.zeros(0, *data_shape(cfg)), 0
     if n_local:
         x, nfe = sample(sde, score, (n_local, *data_shape(cfg)), sampler=sampler, steps=steps, eps=eps,
-                        generator=torch.Generator().manual_seed(args.seed + 1000 * rank), device=args.device,
-                        return_nfe=True, progress=args.progress and rank == 0, **options)  # fmt: skip
+                        generator=SampleNoise(args.seed, range(part.start, part.stop)), device=device,
+                        batch_size=batch_size, return_nfe=True, progress=progress and rank == 0, **options)  # fmt: skip
     x = gather_cat(x, world)
     finish(world)
     if rank != 0:
         return 0
     seconds = time.perf_counter() - start
-    out = Path(args.out)
-    rng = tuple(cfg.data.data_range)
-    if out.suffix == ".npz":
-        arrays = {"samples": x.cpu().numpy()}
-        if cfg.data.dataset != "toy":
-            arrays["levels"] = to_levels(x, data_levels(cfg.data.dataset), rng).cpu().numpy().astype(np.uint8)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, **arrays)
-    elif out.suffix == ".png":
-        if cfg.data.dataset == "toy":
-            save_scatter_grid([(f"{sampler} ({nfe} NFE)", x)], out, cols=1)
-        else:
-            save_image_grid(to_unit(x, rng), out)
-    else:
-        raise ValueError(f"--out must end in .png or .npz, got {out.name}")
+    out = _save_samples(x, args.out, cfg, f"{sampler} ({nfe} NFE)")
     print(f"{args.n} samples with {sampler} ({nfe} NFE, {seconds:.1f} s) -> {out}")
     return 0
 
 
 def _likelihood(args) -> int:
-    from .distributed import finish, gather_cat, gather_sum, init_from_env, shard
-    from .likelihood import bits_per_dim, log_likelihood
-    from .train import build_score, load_dataset, load_for_inference
+    from tqdm.auto import tqdm
 
-    if args.repeats < 1 or args.batch_size < 1:
-        raise ValueError("--repeats and --batch-size must be positive")
+    from .build import build_score, load_dataset, load_for_inference
+    from .distributed import finish, gather_cat, gather_sum, init_from_env, shard
+    from .evaluate import write_report
+    from .likelihood import bits_per_dim, log_likelihood
+    from .noise import LIKELIHOOD_DRAWS, SampleNoise
+
+    path, cfg, device = _inference_setup(args, (".json",), data=True)
+    ev = cfg.eval
+    split, repeats = args.split or ev.split, args.repeats or ev.repeats
+    batch_size = args.batch_size or ev.batch_size
+    progress = _show_progress(args.progress)
     rank, world = init_from_env()
-    cfg, sde, model = load_for_inference(args.checkpoint, device=args.device)
+    cfg, sde, model = load_for_inference(path, device=device)
     score = build_score(model, sde, cfg)
-    data = load_dataset(cfg, args.split)
+    data = load_dataset(cfg, split)
     part = shard(len(data), rank, world)
-    gen = torch.Generator().manual_seed(args.seed + 1000 * rank)
-    kw = {"rtol": args.rtol, "atol": args.atol, "divergence": "exact" if args.exact else "hutchinson"}
+    # one stream per data point: the result does not depend on the batch size or the number of processes
+    noise = SampleNoise(args.seed, range(part.start, part.stop), draws=LIKELIHOOD_DRAWS)
+    kw = {"rtol": args.rtol or ev.rtol, "atol": args.atol or ev.atol,
+          "divergence": "exact" if args.exact else "hutchinson"}  # fmt: skip
     start = time.perf_counter()
     per_repeat, total_nfe = [], 0
-    for _ in range(args.repeats):
+    n_batches = -(-(part.stop - part.start) // batch_size)
+    bar = tqdm(total=repeats * n_batches, desc="likelihood", unit="batch", dynamic_ncols=True,
+               disable=not (progress and rank == 0))  # fmt: skip
+    for _ in range(repeats):
         values = [torch.zeros(0)]
-        for lo in range(part.start, part.stop, args.batch_size):
-            hi = min(lo + args.batch_size, part.stop)
+        for lo in range(part.start, part.stop, batch_size):
+            hi = min(lo + batch_size, part.stop)
+            gen = noise.subset(lo - part.start, hi - part.start)
             if cfg.data.dataset == "toy":
-                batch = data[lo:hi].to(args.device)
+                batch = data[lo:hi].to(device)
                 logp, _, nfe = log_likelihood(sde, score, batch, generator=gen, **kw)
-                values.append(-logp.cpu().float())
+                values.append(-logp.cpu().double())
             else:
-                batch = data.images[lo:hi].to(args.device)
+                batch = data.images[lo:hi].to(device)
                 bpd, _, nfe = bits_per_dim(sde, score, batch, levels=data.levels, data_range=tuple(cfg.data.data_range),
                                            dequantize_data=True, generator=gen, **kw)  # fmt: skip
-                values.append(bpd.cpu().float())
+                values.append(bpd.cpu().double())
             total_nfe += nfe
-        per_repeat.append(float(gather_cat(torch.cat(values), world).double().mean()))
+            bar.update(1)
+            bar.set_postfix(nfe=total_nfe, refresh=False)
+        noise.draws = gen.draws  # the next repeat continues every stream
+        per_repeat.append(float(gather_cat(torch.cat(values), world).mean()))
+    bar.close()
     total_nfe = int(gather_sum(total_nfe, world))
     finish(world)
     if rank != 0:
         return 0
     unit = "nats/sample (negative log-likelihood)" if cfg.data.dataset == "toy" else "bits/dim"
     mean = float(np.mean(per_repeat))
-    sem = float(np.std(per_repeat, ddof=1) / np.sqrt(len(per_repeat))) if len(per_repeat) > 1 else float("nan")
-    result = {"split": args.split, "repeats": per_repeat, "mean": mean, "stderr": sem, "unit": unit,
+    sem = float(np.std(per_repeat, ddof=1) / np.sqrt(len(per_repeat))) if len(per_repeat) > 1 else None
+    result = {"split": split, "repeats": per_repeat, "mean": mean, "stderr": sem, "unit": unit,
               "nfe": total_nfe, "seconds": time.perf_counter() - start}  # fmt: skip
     if cfg.data.dataset != "toy":
-        import math
-
         result["uniform_bound_bits_per_dim"] = math.log2(data.levels)
-    print(f"{args.split} {unit}: {mean:.4f}" + (f" +- {sem:.4f}" if len(per_repeat) > 1 else "")
-          + f"  ({args.repeats} repeat(s), {total_nfe} NFE, {result['seconds']:.0f} s)")  # fmt: skip
+    print(f"{split} {unit}: {mean:.4f}" + (f" +- {sem:.4f}" if len(per_repeat) > 1 else "")
+          + f"  ({repeats} repeat(s), {total_nfe} NFE, {result['seconds']:.0f} s)")  # fmt: skip
     if "uniform_bound_bits_per_dim" in result:
         print(f"(a uniform model over the {data.levels} levels scores {result['uniform_bound_bits_per_dim']:.3f})")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_report(result, args.out)
+    return 0
+
+
+def _save_samples(x: torch.Tensor, out: str | Path, cfg, title: str) -> Path:
+    """Samples as a .npz (model-space values, and integer levels for images) or a .png (grid or 2-D scatter)."""
+    from .data import data_levels, to_levels, to_unit
+    from .plotting import atomic_write, save_image_grid, save_scatter_grid
+
+    out = Path(out)
+    rng = tuple(cfg.data.data_range)
+    if out.suffix == ".npz":
+        arrays = {"samples": x.cpu().numpy()}
+        if cfg.data.dataset != "toy":
+            arrays["levels"] = to_levels(x, data_levels(cfg.data.dataset), rng).cpu().numpy().astype(np.uint8)
+        atomic_write(out, lambda handle: np.savez(handle, **arrays))
+    elif cfg.data.dataset == "toy":
+        save_scatter_grid([(title, x)], out, cols=1)
+    else:
+        save_image_grid(to_unit(x[:64], rng), out)
+    return out
+
+
+def _evaluate(args) -> int:
+    from .build import check_sampler_options, is_adaptive, parse_sampler_options
+    from .evaluate import evaluate, summary, write_report
+    from .plotting import check_output_file
+    from .sampling import GRIDS
+
+    path, cfg, device = _inference_setup(args, (".json",), data=True)
+    if args.samples_out is not None:
+        check_output_file(args.samples_out, (".png", ".npz"), "--samples-out")
+    if args.grid not in GRIDS:
+        raise ValueError(f"--grid must be one of {', '.join(GRIDS)}, got {args.grid!r}")
+    sampler = args.sampler or cfg.sampling.sampler
+    options = dict(cfg.sampling.options) if args.sampler is None else {}
+    options = check_sampler_options(sampler, options | parse_sampler_options(sampler, args.option))
+    if is_adaptive(sampler, options) and args.steps is not None:
+        raise ValueError("--steps does not apply to the adaptive ode method rk45 (it picks its own steps); "
+                         "set --option rtol=/atol=, or --option method=euler|heun|rk4 for fixed steps")  # fmt: skip
+    inception = args.inception or cfg.eval.inception or None
+    if inception is not None and not Path(inception).is_file():
+        raise FileNotFoundError(f"Inception-v3 weights {inception} not found (the file "
+                                "pt_inception-2015-12-05-6726825d.pth; scoresde never downloads it)")  # fmt: skip
+    report, x = evaluate(path, sampler=sampler, steps=args.steps, options=options, n=args.n,
+                         batch_size=args.batch_size, seed=args.seed, device=str(device), use_ema=not args.no_ema,
+                         likelihood=args.likelihood, inception=inception, grid=args.grid,
+                         progress=_show_progress(args.progress))  # fmt: skip
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    print(summary(report))
+    if args.samples_out:
+        title = f"{sampler} ({report['nfe']} NFE)"
+        print(f"samples -> {_save_samples(x, args.samples_out, cfg, title)}")
+    if args.out:
+        print(f"report -> {write_report(report, args.out)}")
     return 0
 
 

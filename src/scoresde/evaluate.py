@@ -1,0 +1,296 @@
+r"""Sample quality of a checkpoint: Fréchet distance, KID, class statistics, NFE, time and likelihood.
+
+:func:`evaluate` draws ``n`` samples from a checkpoint (in batches, one noise stream per
+sample, so the samples do not depend on the batch size or the number of processes) and
+compares them with a reference split in a feature space:
+
+* images: the Fréchet distance (FD) and KID in the 64-d feature space of the shipped
+  digits classifier (:mod:`scoresde.features`), or of Inception-v3 when a weights file
+  is given (any RGB or grey dataset). Both are reported next to their *floor*: the same
+  statistic between ``n`` training images and the reference split, i.e. what a perfect
+  model would score with this many samples. Samples and data are quantized to the
+  dataset's levels first, as images are. The digits classifier also gives the class
+  histogram and the mean confidence of the samples;
+* 2-D toys: MMD, sliced Wasserstein and energy distance against fresh data, each next
+  to the floor of fresh data against fresh data; for the mixture also the exact-truth
+  errors of :func:`scoresde.toy.mixture_errors`.
+
+Also reported: the NFE, the wall time, the fraction of samples with a value more than a
+quarter of the data range outside it (for data in [-1, 1]: beyond +-1.5), and the bits/dim
+(or NLL) of the split through the probability-flow ODE. :func:`write_report` writes
+strictly valid JSON (NaN and infinities become ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import metrics
+from .build import data_shape, is_adaptive, load_dataset, load_for_inference
+from .data import ImageData, data_levels, to_levels, toy_data
+from .distributed import finish, gather_cat, init_from_env, shard
+from .likelihood import bits_per_dim, log_likelihood
+from .noise import LIKELIHOOD_DRAWS, SampleNoise
+from .sampling import sample
+from .sde import SDE
+
+OUTSIDE_MARGIN = 0.25  # a sample is "outside" when a value leaves the data range by a quarter of its width
+
+
+def evaluate(
+    checkpoint: str | Path,
+    sampler: str | None = None,
+    steps: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    n: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    use_ema: bool = True,
+    likelihood: bool | None = None,
+    inception: str | Path | None = None,
+    grid: str = "uniform",
+    progress: bool = False,
+) -> tuple[dict[str, Any], Tensor]:
+    """Sample a checkpoint and score the samples; returns ``(report, samples)``.
+
+    ``sampler``, ``steps`` and ``options`` default to the checkpoint's ``[sampling]`` section
+    (options only when the sampler is not overridden), ``n``, ``batch_size``, ``likelihood``
+    and ``inception`` to its ``[eval]`` section. Under ``torchrun`` the samples are split
+    across the processes; every process returns the same report and all samples.
+    """
+    cfg, sde, model = load_for_inference(checkpoint, use_ema=use_ema, device=device)
+    ev = cfg.eval
+    sampler = sampler or cfg.sampling.sampler
+    options = dict(cfg.sampling.options if sampler == cfg.sampling.sampler and options is None else options or {})
+    n = ev.n if n is None else int(n)
+    batch_size = ev.batch_size if batch_size is None else int(batch_size)
+    likelihood = ev.likelihood if likelihood is None else bool(likelihood)
+    inception = inception or ev.inception or None
+    if n < 2 or batch_size < 1:
+        raise ValueError(f"evaluate needs n >= 2 samples and a positive batch size, got {n} and {batch_size}")
+    toy = cfg.data.dataset == "toy"
+    features = None if toy else _feature_space(cfg.data.dataset, data_shape(cfg), inception, device)
+    adaptive = is_adaptive(sampler, options)
+    steps = None if adaptive else (steps or cfg.sampling.steps)
+    score = _score(model, sde, cfg)
+
+    rank, world = init_from_env()
+    part = shard(n, rank, world)
+    start = time.perf_counter()
+    x, nfe = torch.zeros(0, *data_shape(cfg)), 0
+    if part.stop > part.start:
+        x, nfe = sample(sde, score, (part.stop - part.start, *data_shape(cfg)), sampler=sampler, steps=steps,
+                        eps=cfg.sampling.eps or None, generator=SampleNoise(seed, range(part.start, part.stop)),
+                        device=device, grid=grid, batch_size=batch_size, return_nfe=True,
+                        progress=progress and rank == 0, **options)  # fmt: skip
+    seconds = time.perf_counter() - start
+    x = gather_cat(x.cpu(), world)
+
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "dataset": cfg.data.dataset,
+        "weights": "ema" if use_ema else "raw",
+        "sampler": sampler,
+        "steps": steps,
+        "grid": grid,
+        "options": options,
+        "n": n,
+        "seed": seed,
+        "nfe": nfe,
+        "sampling_seconds": seconds,
+        "samples_per_second": n / max(seconds, 1e-9),
+        "processes": world,
+        "reference_split": ev.split,
+        "fraction_outside": _fraction_outside(x, tuple(cfg.data.data_range), toy),
+    }
+    if toy:
+        report |= _toy_metrics(cfg, x, seed)
+    else:
+        report |= _image_metrics(cfg, x, features)
+    if likelihood:
+        report |= _likelihood(cfg, sde, score, batch_size, seed, device, rank, world)
+    finish(world)
+    return report, x
+
+
+def _score(model, sde: SDE, cfg):
+    from .build import build_score
+
+    return build_score(model, sde, cfg)
+
+
+def _feature_space(dataset: str, shape: tuple[int, ...], inception: str | Path | None, device: str):
+    """``images [N, C, H, W] in [0, 1] -> (features, class probabilities or None)``, checked before any sampling."""
+    if inception is not None:
+        from .inception import InceptionV3Features, inception_features
+
+        if shape[0] not in (1, 3):
+            raise ValueError(f"Inception-v3 takes grey or RGB images, the data have {shape[0]} channels")
+        net = InceptionV3Features(inception, device=device)
+        return lambda images: (inception_features(images, net, device=device), None)
+    if dataset == "digits":
+        from .features import digits_features, load_digits_classifier
+
+        net = load_digits_classifier(device=device)
+        return lambda images: digits_features(images, net)
+    raise ValueError(
+        f"no shipped feature space for the {dataset!r} data; pass the Inception-v3 FID weights "
+        "(--inception PATH or eval.inception = PATH; the file pt_inception-2015-12-05-6726825d.pth)"
+    )
+
+
+def _fraction_outside(x: Tensor, data_range: tuple[float, float], toy: bool) -> float | None:
+    if toy or x.shape[0] == 0:
+        return None
+    lo, hi = data_range
+    margin = OUTSIDE_MARGIN * (hi - lo)
+    flat = x.reshape(x.shape[0], -1)
+    outside = (flat < lo - margin).any(1) | (flat > hi + margin).any(1)
+    return float(outside.double().mean())
+
+
+def _unit(levels_x: Tensor, levels: int) -> Tensor:
+    """Integer levels to the bin centres ``(k + 1/2) / L`` in ``[0, 1]``."""
+    return (levels_x.double() + 0.5) / levels
+
+
+def _image_metrics(cfg, x: Tensor, features) -> dict[str, Any]:
+    reference: ImageData = load_dataset(cfg, cfg.eval.split)  # type: ignore[assignment]
+    train: ImageData = load_dataset(cfg, "train")  # type: ignore[assignment]
+    levels = data_levels(cfg.data.dataset)
+    samples = _unit(to_levels(x, levels, tuple(cfg.data.data_range)), levels)
+    floor_set = train.images[: x.shape[0]]
+    f_samples, p_samples = features(samples.float())
+    f_ref, p_ref = features(_unit(reference.images, levels).float())
+    f_floor, _ = features(_unit(floor_set, levels).float())
+    subset = min(1000, f_samples.shape[0], f_ref.shape[0], f_floor.shape[0])
+    gen = torch.Generator().manual_seed(0)
+    kid, kid_std = metrics.kid(f_samples, f_ref, subsets=100, subset_size=subset, generator=gen)
+    kid_floor, kid_floor_std = metrics.kid(f_floor, f_ref, subsets=100, subset_size=subset, generator=gen)
+    fd, fd_floor = metrics.frechet_distance(f_samples, f_ref), metrics.frechet_distance(f_floor, f_ref)
+    out: dict[str, Any] = {
+        "features": "inception-v3" if p_samples is None else "digits-classifier",
+        "reference_size": int(f_ref.shape[0]),
+        "floor_size": int(f_floor.shape[0]),
+        "fd": fd,
+        "fd_floor": fd_floor,
+        "fd_ratio": fd / fd_floor if fd_floor > 0 else None,
+        "kid": kid,
+        "kid_std": kid_std,
+        "kid_floor": kid_floor,
+        "kid_floor_std": kid_floor_std,
+    }
+    if p_samples is not None:
+        classes = p_samples.argmax(1)
+        counts = torch.bincount(classes, minlength=p_samples.shape[1]).double()
+        out["class_histogram"] = (counts / len(classes)).tolist()
+        out["mean_confidence"] = float(p_samples.max(1).values.mean())
+        out["reference_mean_confidence"] = float(p_ref.max(1).values.mean())
+    return out
+
+
+def _toy_metrics(cfg, x: Tensor, seed: int) -> dict[str, Any]:
+    n = x.shape[0]
+    fresh = toy_data(cfg.data.toy, n, generator=torch.Generator().manual_seed(10_000 + seed)).double()
+    floor = toy_data(cfg.data.toy, n, generator=torch.Generator().manual_seed(20_000 + seed)).double()
+    x = x.double()
+    gen = torch.Generator().manual_seed(0)
+    out: dict[str, Any] = {
+        "reference": "fresh data",
+        "mmd": metrics.mmd(x, fresh),
+        "mmd_floor": metrics.mmd(floor, fresh),
+        "sliced_wasserstein": metrics.sliced_wasserstein(x, fresh, generator=gen),
+        "sliced_wasserstein_floor": metrics.sliced_wasserstein(floor, fresh, generator=gen),
+        "energy_distance": metrics.energy_distance(x, fresh),
+        "energy_distance_floor": metrics.energy_distance(floor, fresh),
+    }
+    if cfg.data.toy == "mixture":
+        from .toy import demo_mixture, mixture_errors
+
+        mixture = demo_mixture()
+        truth = mixture.sample(200_000, generator=torch.Generator().manual_seed(1234), dtype=torch.float64)
+        out["mixture_errors"] = mixture_errors(mixture, x, truth)
+    return out
+
+
+def _likelihood(cfg, sde: SDE, score, batch_size: int, seed: int, device: str, rank: int, world: int) -> dict:
+    """Bits/dim (images) or NLL in nats (2-D) of the split; per-sample streams keep it batch-independent."""
+    ev = cfg.eval
+    data = load_dataset(cfg, ev.split)
+    part = shard(len(data), rank, world)
+    kw = {"rtol": ev.rtol, "atol": ev.atol, "batch_size": batch_size}
+    start, values, nfe = time.perf_counter(), torch.zeros(0), 0
+    noise = SampleNoise(seed, range(part.start, part.stop), draws=LIKELIHOOD_DRAWS)  # repeats continue the streams
+    for _ in range(ev.repeats if part.stop > part.start else 0):
+        if isinstance(data, Tensor):
+            logp, _, k = log_likelihood(sde, score, data[part].to(device), generator=noise, **kw)
+            value = -logp
+        else:
+            value, _, k = bits_per_dim(sde, score, data.images[part].to(device), levels=data.levels,
+                                       data_range=tuple(cfg.data.data_range), generator=noise, **kw)  # fmt: skip
+        values = torch.cat([values, value.detach().cpu().double()])
+        nfe = max(nfe, k)
+    values = gather_cat(values, world)
+    name = "nll_nats" if isinstance(data, Tensor) else "bits_per_dim"
+    mean = float(values.mean())
+    stderr = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else None
+    return {name: mean, f"{name}_stderr": stderr, "likelihood_nfe": nfe,
+            "likelihood_seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``report`` as strictly valid JSON (``allow_nan=False``), atomically."""
+    from .plotting import atomic_write
+
+    text = json.dumps(strict_json(report), indent=2, allow_nan=False) + "\n"
+    path = Path(path)
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+    return path
+
+
+def summary(report: Mapping[str, Any]) -> str:
+    """A few human-readable lines of a report."""
+    head = f"{report['n']} samples, {report['sampler']}" + (f" {report['steps']} steps" if report["steps"] else "")
+    lines = [f"{head}: {report['nfe']} NFE, {report['sampling_seconds']:.1f} s"]
+    if "fd" in report:
+        ratio = report["fd_ratio"]
+        kid = f"KID {report['kid']:.4g} (floor {report['kid_floor']:.4g})"
+        lines.append(f"FD {report['fd']:.3f} (floor {report['fd_floor']:.3f}, ratio {ratio:.2f})  {kid}  "
+                     f"[{report['features']}]")  # fmt: skip
+        if report.get("fraction_outside") is not None:
+            outside = 100 * report["fraction_outside"]
+            lines.append(f"samples with a value outside the data range by > 25 %: {outside:.1f} %")
+        if "mean_confidence" in report:
+            hist = " ".join(f"{100 * h:.0f}" for h in report["class_histogram"])
+            lines.append(f"classifier confidence {report['mean_confidence']:.3f} "
+                         f"(real {report['reference_mean_confidence']:.3f}); classes % {hist}")  # fmt: skip
+    else:
+        sw, sw_floor = report["sliced_wasserstein"], report["sliced_wasserstein_floor"]
+        energy, energy_floor = report["energy_distance"], report["energy_distance_floor"]
+        lines.append(f"MMD {report['mmd']:.2e} (floor {report['mmd_floor']:.2e})  sliced W2 {sw:.4f} "
+                     f"(floor {sw_floor:.4f})  energy {energy:.2e} (floor {energy_floor:.2e})")  # fmt: skip
+    if "bits_per_dim" in report:
+        lines.append(f"{report['reference_split']} bits/dim {report['bits_per_dim']:.4f}")
+    if "nll_nats" in report:
+        lines.append(f"{report['reference_split']} NLL {report['nll_nats']:.4f} nats")
+    return "\n".join(lines)
