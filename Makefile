@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job: train a VP score model on the bundled digits, sample a grid, report test bits/dim.
+# The main job: train a VP score model on the bundled digits, then draw 1,000 samples and report their
+# Fréchet distance and KID against the test digits next to the floor, and the test bits/dim.
 demo: $(STAMP)
 	$(THREADS) $(BIN)/scoresde train configs/digits_vp.toml --workdir outputs/digits
-	$(THREADS) $(BIN)/scoresde sample outputs/digits/checkpoints -n 64 --out outputs/digits/samples.png
-	$(THREADS) $(BIN)/scoresde likelihood outputs/digits/checkpoints --split test --out outputs/digits/test_bpd.json
+	$(THREADS) $(BIN)/scoresde evaluate outputs/digits/checkpoints --sampler ode --steps 50 --option method=heun \
+		-n 1000 --samples-out outputs/digits/samples.png --out outputs/digits/report.json
 
 # Every sampler on a known 2-D mixture with its exact score (no training).
 demo-2d: $(STAMP)
@@ -41,6 +42,7 @@ bench: $(STAMP)
 	$(THREADS) $(BIN)/python benchmarks/bench_likelihood.py
 	$(THREADS) $(BIN)/python benchmarks/bench_training.py
 	$(THREADS) $(BIN)/python benchmarks/bench_sampling_digits.py -n 64  # after `make demo`
+	$(THREADS) $(BIN)/python benchmarks/bench_quality_digits.py -n 1000  # after `make demo`
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
