@@ -1,5 +1,6 @@
 """Losses against closed forms on Gaussian data with the exact score."""
 
+import itertools
 import math
 
 import numpy as np
@@ -232,3 +233,143 @@ def test_training_noise_checks_eps():
     """eps > T used to draw times outside [0, T] that failed later with a message about t."""
     with pytest.raises(ValueError, match="eps must satisfy"):
         training_noise("dsm", sd.VPSDE(), torch.zeros(4, 3), eps=2.0)
+
+
+# -- importance sampling of the time (likelihood weighting) -------------------------------------
+def _ratio_formula(sde):
+    """g^2/sigma^2 written out independently of the library's sampler (numpy scalars/arrays)."""
+    if isinstance(sde, UncheckedOU):
+        return lambda t: 1.0 / -np.expm1(-t)
+    if isinstance(sde, sd.VESDE):
+        return lambda t: 2.0 * math.log(sde.sigma_max / sde.sigma_min) + 0.0 * t
+    b0, b1 = sde.beta_min, sde.beta_max
+
+    def beta_and_integral(t):
+        return b0 + t * (b1 - b0), b0 * t + 0.5 * (b1 - b0) * t**2
+
+    if isinstance(sde, sd.SubVPSDE):
+        return lambda t: (lambda b, B: b * -np.expm1(-2 * B) / np.expm1(-B) ** 2)(*beta_and_integral(t))
+    return lambda t: (lambda b, B: b / -np.expm1(-B))(*beta_and_integral(t))
+
+
+IS_SDES = [sd.VPSDE(), sd.SubVPSDE(), sd.VESDE(), UncheckedOU(), sd.VPSDE(beta_min=0.5, beta_max=0.5)]
+IS_IDS = ["vp", "subvp", "ve", "user", "vp-const-beta"]
+
+
+@pytest.mark.parametrize("sde", IS_SDES, ids=IS_IDS)
+def test_importance_sampled_times_have_density_g2_over_sigma2(sde, one_thread):
+    """KS test of the drawn t against the CDF of g^2/sigma^2 on [eps, T], integrated with quad."""
+    from scipy import integrate, stats
+
+    eps = 1e-5
+    r = _ratio_formula(sde)
+    grid = torch.linspace(eps, sde.T, 101, dtype=torch.float64)
+    probe = torch.zeros(101, 1, dtype=torch.float64)
+    lib = (sde.sde(probe, grid)[1] ** 2 / sde.marginal_coeffs(grid, probe)[1] ** 2).numpy()
+    np.testing.assert_allclose(r(grid.numpy()), lib, rtol=1e-9)  # the formula is the SDE's g^2/sigma^2
+    x0 = torch.zeros(4000, 2, dtype=torch.float64)
+    t = training_noise("dsm", sde, x0, eps, torch.Generator().manual_seed(0), importance_sampling=True)["t"]
+    assert t.shape == (4000,) and t.dtype == torch.float64
+    assert float(t.min()) >= eps and float(t.max()) <= sde.T
+    ts = np.sort(t.numpy())
+    knots = np.concatenate([[eps], ts, [sde.T]])
+    pieces = [integrate.quad(r, a, b, epsabs=0, epsrel=1e-10)[0] for a, b in itertools.pairwise(knots)]
+    cum = np.cumsum(pieces)
+    z = cum[-1]
+    assert z == pytest.approx(sd.losses.importance_normalizer(sde, eps), rel=1e-6)
+    cdf = dict(zip(ts, cum[:-1] / z, strict=True))
+    assert stats.kstest(ts, lambda v: np.array([cdf[x] for x in np.atleast_1d(v)])).pvalue > 1e-3
+    # a uniform draw is rejected whenever the density is not flat (the test can fail)
+    if not isinstance(sde, sd.VESDE):
+        uniform = np.sort(np.random.default_rng(0).uniform(eps, sde.T, 4000))
+        knots = np.concatenate([[eps], uniform])
+        cum_u = np.cumsum([integrate.quad(r, a, b, epsrel=1e-10)[0] for a, b in itertools.pairwise(knots)])
+        assert stats.kstest(cum_u / z, "uniform").pvalue < 1e-6
+
+
+def test_importance_sampling_generic_path_matches_the_closed_forms(one_thread):
+    """A subclass of VPSDE / SubVPSDE takes the tabulated path; it must agree with the closed form."""
+
+    class MyVP(sd.VPSDE):
+        pass
+
+    class MySubVP(sd.SubVPSDE):
+        pass
+
+    u = torch.rand(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for closed, generic in ((sd.VPSDE(), MyVP()), (sd.SubVPSDE(), MySubVP())):
+        for eps in (1e-5, 1e-3):
+            z_closed = sd.losses.importance_normalizer(closed, eps)
+            assert sd.losses.importance_normalizer(generic, eps) == pytest.approx(z_closed, rel=1e-5)
+            t_closed = sd.losses._from_uniform(closed, eps, u)
+            t_generic = sd.losses._from_uniform(generic, eps, u)
+            torch.testing.assert_close(t_generic, t_closed, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("sde", IS_SDES[:4], ids=IS_IDS[:4])
+def test_importance_sampled_likelihood_loss_is_unbiased(sde, one_thread):
+    """Exact Gaussian score: the importance-sampled and uniform-time losses have the same mean
+    (also against the quadrature of the expectation); for VP the variance drops sharply."""
+    from scipy import integrate
+
+    chunks, size, eps = 200, 500, 1e-5
+    gen = torch.Generator().manual_seed(0)
+    x0 = GAUSS.sample(chunks * size, generator=gen, dtype=torch.float64)
+    score = GAUSS.score_fn(sde)
+    means = {}
+    for is_on in (False, True):
+        vals = torch.stack([
+            dsm_loss(sde, score, x0[i * size:(i + 1) * size], "likelihood", eps=eps, generator=gen,
+                     importance_sampling=is_on)
+            for i in range(chunks)
+        ]).numpy()  # fmt: skip
+        means[is_on] = (vals.mean(), vals.std(ddof=1) / math.sqrt(chunks), vals.var(ddof=1))
+    (m_u, se_u, var_u), (m_is, se_is, var_is) = means[False], means[True]
+    assert abs(m_is - m_u) < 4 * math.hypot(se_u, se_is)
+    r = _ratio_formula(sde)
+
+    def integrand(t):  # E||sigma s + z||^2 / D = alpha^2 S^2 / (alpha^2 S^2 + sigma^2) for the exact score
+        alpha, sigma = (float(c) for c in sde.marginal_coeffs(t, torch.zeros(1, 1, dtype=torch.float64)))
+        return r(t) * alpha**2 * S**2 / (alpha**2 * S**2 + sigma**2)
+
+    want = integrate.quad(integrand, eps, sde.T, points=[1e-4, 1e-3, 1e-2, 1e-1], limit=200)[0] / (sde.T - eps)
+    assert m_is == pytest.approx(want, abs=4 * se_is)
+    if isinstance(sde, sd.VPSDE):
+        assert var_is < 0.1 * var_u
+    given = dsm_loss(sde, score, x0[:64], "likelihood", eps=eps, importance_sampling=True,
+                     **training_noise("dsm", sde, x0[:64], eps, torch.Generator().manual_seed(5), True))  # fmt: skip
+    drawn = dsm_loss(sde, score, x0[:64], "likelihood", eps=eps, importance_sampling=True,
+                     generator=torch.Generator().manual_seed(5))  # fmt: skip
+    assert float(drawn) == float(given)  # training_noise draws the loss's t
+
+
+def test_importance_sampling_errors():
+    from scoresde.build import LOSSES
+    from scoresde.config import ConfigError, from_dict
+
+    sde, x = sd.VPSDE(), torch.zeros(4, 3)
+    with pytest.raises(
+        ValueError, match=r"^importance_sampling=True needs weighting='likelihood', got weighting='sigma2'$"
+    ):
+        dsm_loss(sde, GAUSS.score_fn(sde), x, importance_sampling=True)
+    for loss in ("ddpm", "smld"):
+        with pytest.raises(ValueError, match=r"^importance_sampling=True is for the 'dsm' loss") as e:
+            training_noise(loss, sd.VESDE() if loss == "smld" else sde, x, importance_sampling=True)
+        _one_line(e)
+    with pytest.raises(TypeError, match="importance_sampling must be a bool"):
+        dsm_loss(sde, GAUSS.score_fn(sde), x, "likelihood", importance_sampling="yes")
+
+    class Degenerate(UncheckedOU):  # sigma(t) = 0 on the whole range: g^2/sigma^2 is infinite
+        def marginal_prob(self, x0, t):
+            return x0, torch.zeros_like(t)
+
+    with pytest.raises(ValueError, match=r"^importance sampling needs a finite") as e:
+        training_noise("dsm", Degenerate(), x, importance_sampling=True)
+    _one_line(e)
+    for training in ({"importance_sampling": True}, {"importance_sampling": True, "loss": "ddpm",
+                                                     "weighting": "likelihood"}):  # fmt: skip
+        with pytest.raises(ConfigError, match=r"^training.importance_sampling = true needs training.loss 'dsm' and"):
+            from_dict({"training": training})
+    cfg = from_dict({"training": {"importance_sampling": True, "weighting": "likelihood"}})
+    assert LOSSES["dsm"](cfg, sde, GAUSS.score_fn(sde), None).keywords["importance_sampling"] is True
+    assert LOSSES["dsm"](from_dict({}), sde, GAUSS.score_fn(sde), None).keywords["importance_sampling"] is False

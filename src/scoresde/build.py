@@ -87,7 +87,8 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
 
 def _dsm(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
     t = cfg.training
-    return partial(dsm_loss, sde, score, weighting=t.weighting, reduce=t.reduce, eps=t.eps)
+    return partial(dsm_loss, sde, score, weighting=t.weighting, reduce=t.reduce, eps=t.eps,
+                   importance_sampling=t.importance_sampling)  # fmt: skip
 
 
 def _ddpm(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:

@@ -70,6 +70,7 @@ class TrainingConfig:
     ema_warmup: bool = True  # decay min(ema, (1 + n) / (10 + n)) at update n
     loss: str = "dsm"  # dsm | ddpm | smld
     weighting: str = "sigma2"  # sigma2 | likelihood
+    importance_sampling: bool = False  # dsm + likelihood only: t ~ g^2/sigma^2, reweighted (same expectation)
     reduce: str = "mean"  # mean | sum
     eps: float = 1e-5
     seed: int = 0
@@ -188,6 +189,11 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 CROSS_RANGES: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
     (("sde.beta_min", "sde.beta_max"), lambda lo, hi: lo <= hi, "sde.beta_min must be <= sde.beta_max"),
     (("sde.sigma_min", "sde.sigma_max"), lambda lo, hi: lo < hi, "sde.sigma_min must be < sde.sigma_max"),
+    (
+        ("training.importance_sampling", "training.loss", "training.weighting"),
+        lambda on, loss, weighting: not on or (loss == "dsm" and weighting == "likelihood"),
+        "training.importance_sampling = true needs training.loss 'dsm' and training.weighting 'likelihood'",
+    ),
 ]
 # sections whose float fields must be finite ([eval] is validated where it is used)
 FINITE_SECTIONS = ("sde", "data", "model", "training", "sampling")

@@ -8,6 +8,28 @@ Continuous-time DSM (paper eq. 7) with :math:`t \sim U(\epsilon, T)`, :math:`z \
 * ``weighting="likelihood"`` (:math:`\lambda(t) = g(t)^2`, Song et al. 2021b), whose
   expectation bounds the negative log-likelihood: :math:`\ell = g(t)^2 \| s_\theta(x_t, t) + z/\sigma(t) \|^2`.
 
+With ``weighting="likelihood"``, ``importance_sampling=True`` (Song et al. 2021b, sec. 5)
+draws :math:`t \sim p(t) \propto g(t)^2/\sigma(t)^2` on :math:`[\epsilon, T]` instead of
+:math:`U(\epsilon, T)` and reweights by :math:`w(t) = \frac{1/(T-\epsilon)}{p(t)}`, so the loss keeps
+exactly the expectation of the uniform-time likelihood-weighted loss with a much smaller variance:
+
+.. math:: \ell = w(t)\, g(t)^2 \| s_\theta + z/\sigma(t) \|^2
+          = \frac{Z}{T-\epsilon} \| \sigma(t) s_\theta(x_t, t) + z \|^2,
+   \qquad Z = \int_\epsilon^T \frac{g(s)^2}{\sigma(s)^2}\,ds.
+
+The times come from the inverse CDF (:func:`importance_times`; :func:`importance_normalizer` is
+:math:`Z`). Closed forms, with :math:`B(t) = \int_0^t \beta` and :math:`F` an antiderivative of
+:math:`g^2/\sigma^2` (so the CDF is :math:`(F(t) - F(\epsilon))/Z`):
+
+* VP: :math:`g^2/\sigma^2 = \beta/(1-e^{-B})`, :math:`F = \log(e^{B}-1)`, inverse :math:`B = \log(1+e^F)`;
+* sub-VP: :math:`g^2/\sigma^2 = \beta \coth(B/2)`, :math:`F = 2\log\sinh(B/2)`,
+  inverse :math:`B = 2\,\mathrm{asinh}(e^{F/2})`;
+  for both, :math:`t = B^{-1}` solves :math:`\beta_0 t + \tfrac12(\beta_1-\beta_0)t^2 = B`;
+* VE: :math:`g^2/\sigma^2 = 2\log(\sigma_{max}/\sigma_{min})` is constant, so :math:`p` is uniform;
+* any other SDE (including subclasses of these): :math:`g^2/\sigma^2` tabulated in float64 on a
+  geometric-plus-linear grid of :math:`[\epsilon, T]`, cumulative trapezoid, and the piecewise-linear
+  density inverted exactly per cell; the table is cached per ``(sde, eps, device)``.
+
 ``reduce="mean"`` averages over data dimensions; ``"sum"`` takes half the sum (the
 reference's VE setting). The loss is then averaged over the batch.
 
@@ -23,6 +45,8 @@ geometric noise levels of the VE SDE).
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -39,7 +63,7 @@ from ._checks import (
     expand_to,
     randn_like,
 )
-from .sde import SDE, VESDE, VPSDE, ScoreFn
+from .sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE
 
 WEIGHTINGS = ("sigma2", "likelihood")
 REDUCTIONS = ("mean", "sum")
@@ -54,6 +78,139 @@ def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Gen
     device = generator.device if generator is not None else like.device
     u = torch.rand(n, generator=generator, device=device, dtype=like.dtype).to(like.device)
     return low + (high - low) * u
+
+
+# -- importance sampling of the time for the likelihood weighting --------------------------------
+_GRID = 4096  # points of each half (geometric, linear) of the generic table
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # sde -> {(repr, eps, device, dtype): table}
+
+
+def _log_expm1(b: float) -> float:
+    """``log(exp(b) - 1)`` for ``b > 0`` without overflow."""
+    return b + math.log(-math.expm1(-b))
+
+
+def _vp_F(sde: VPSDE, t: float) -> float:
+    return _log_expm1(float(sde.integral_beta(t)))  # log(e^B - 1)
+
+
+def _subvp_F(sde: SubVPSDE, t: float) -> float:
+    b = float(sde.integral_beta(t))
+    return b + 2.0 * math.log(-math.expm1(-b)) - 2.0 * math.log(2.0)  # 2 log sinh(B/2)
+
+
+def _inverse_integral_beta(sde: VPSDE | SubVPSDE, b: Tensor) -> Tensor:
+    """``t`` with ``beta_0 t + (beta_1 - beta_0) t^2 / 2 = b`` (the stable root; also for beta_1 = beta_0)."""
+    b0, slope = sde.beta_min, sde.beta_max - sde.beta_min
+    return 2.0 * b / (b0 + torch.sqrt(b0 * b0 + 2.0 * slope * b))
+
+
+def _closed_form(sde: SDE) -> str | None:
+    """Which closed form applies: only the library's own classes (a subclass may change the schedule)."""
+    return {VPSDE: "vp", SubVPSDE: "subvp", VESDE: "ve"}.get(type(sde))
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _table(sde: SDE, eps: float, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, float]:
+    """Grid, ``g^2/sigma^2`` on it and its cumulative trapezoid (on ``device``), and ``Z``; cached."""
+    key = (repr(sde), eps, str(device), dtype)
+    try:
+        cache = _TABLES.setdefault(sde, {})
+    except TypeError:  # an unhashable or non-weakref-able user SDE: no cache
+        cache = {}
+    if key in cache:
+        return cache[key]
+    T = float(sde.T)
+    grid = torch.cat([
+        torch.logspace(math.log10(eps), math.log10(T), _GRID, dtype=torch.float64),
+        torch.linspace(eps, T, _GRID, dtype=torch.float64),
+    ])  # fmt: skip
+    grid = torch.unique(grid.clamp(eps, T))  # sorted
+    probe = torch.zeros(grid.shape[0], 1, dtype=torch.float64)
+    g = sde.sde(probe, grid)[1]
+    sigma = sde.marginal_coeffs(grid, probe)[1]
+    ratio = torch.broadcast_to(torch.as_tensor(g, dtype=torch.float64) ** 2 / sigma.to(torch.float64) ** 2, grid.shape)
+    if not bool(torch.isfinite(ratio).all() & (ratio >= 0).all()) or not float(ratio.max()) > 0:
+        raise ValueError(f"importance sampling needs a finite, non-negative, not all zero g(t)^2/sigma(t)^2 on "
+                         f"[eps, T]=[{eps:g}, {T:g}] for {type(sde).__name__}")  # fmt: skip
+    cdf = torch.cat(
+        [torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (ratio[1:] + ratio[:-1]) * grid.diff(), 0)]
+    )
+    entry = (grid.to(device, dtype), ratio.to(device, dtype), cdf.to(device, dtype), float(cdf[-1]))
+    cache[key] = entry
+    return entry
+
+
+def importance_normalizer(sde: SDE, eps: float = 1e-5) -> float:
+    r""":math:`Z = \int_\epsilon^T g(t)^2/\sigma(t)^2\,dt`, the normalizer of the importance density (host float)."""
+    _check_sde(sde, "importance_normalizer")
+    eps = check_eps(eps, sde.T)
+    kind = _closed_form(sde)
+    if kind == "vp":
+        return _vp_F(sde, sde.T) - _vp_F(sde, eps)
+    if kind == "subvp":
+        return _subvp_F(sde, sde.T) - _subvp_F(sde, eps)
+    if kind == "ve":
+        return 2.0 * math.log(sde.sigma_max / sde.sigma_min) * (sde.T - eps)
+    return _table(sde, eps, torch.device("cpu"), torch.float64)[3]
+
+
+def _from_uniform(sde: SDE, eps: float, u: Tensor) -> Tensor:
+    r"""Map ``u ~ U(0, 1)`` through the inverse CDF of :math:`p(t) \propto g^2/\sigma^2` (tensor ops, no sync)."""
+    kind, T = _closed_form(sde), float(sde.T)
+    if kind == "ve":
+        t = eps + (T - eps) * u
+    elif kind == "vp":
+        f0, f1 = _vp_F(sde, eps), _vp_F(sde, T)
+        f = f0 + (f1 - f0) * u
+        t = _inverse_integral_beta(sde, f.clamp_min(0) + torch.log1p(torch.exp(-f.abs())))  # B = log(1 + e^F)
+    elif kind == "subvp":
+        f0, f1 = _subvp_F(sde, eps), _subvp_F(sde, T)
+        a = 0.5 * (f0 + (f1 - f0) * u)  # B/2 = asinh(e^a), stable on both sides
+        pos, neg = a.clamp_min(0), a.clamp_max(0)
+        half = torch.where(a > 0, pos + torch.log1p(torch.sqrt(1 + torch.exp(-2 * pos))), torch.asinh(torch.exp(neg)))
+        t = _inverse_integral_beta(sde, 2.0 * half)
+    else:
+        grid, ratio, cdf, z = _table(sde, eps, u.device, u.dtype)
+        c = u * z
+        i = (torch.searchsorted(cdf, c, right=True) - 1).clamp(0, grid.shape[0] - 2)
+        h = grid[i + 1] - grid[i]
+        r0, r1 = ratio[i], ratio[i + 1]
+        d = (c - cdf[i]).clamp_min(0)
+        # mass r0 s + (r1 - r0) s^2 / (2h) = d in the cell (linear density): the stable root
+        root = torch.sqrt((r0 * r0 + 2 * (r1 - r0) * d / h).clamp_min(0))
+        s = 2 * d / (r0 + root).clamp_min(torch.finfo(u.dtype).tiny)
+        t = grid[i] + torch.minimum(s, h)
+    return t.clamp(eps, T)
+
+
+def importance_times(sde: SDE, x0: Tensor, eps: float = 1e-5, generator: torch.Generator | None = None) -> Tensor:
+    r"""Draw ``[B]`` times from :math:`p(t) \propto g(t)^2/\sigma(t)^2` on ``[eps, T]`` (in ``x0``'s dtype and device).
+
+    One uniform draw per sample from ``generator`` (on its device, in float64 there unless it
+    is an MPS device) is mapped through the inverse CDF (see the module docstring).
+    """
+    _check_sde(sde, "importance_times")
+    check_data(x0, "x0")
+    eps = check_eps(eps, sde.T)
+    device = generator.device if generator is not None else x0.device
+    u = torch.rand(x0.shape[0], generator=generator, device=device, dtype=_work_dtype(device))
+    return _from_uniform(sde, eps, u).to(device=x0.device, dtype=x0.dtype)
+
+
+def _check_importance(importance_sampling: bool, weighting: str | None, loss: str = "dsm") -> bool:
+    if not isinstance(importance_sampling, bool):
+        raise TypeError(f"importance_sampling must be a bool, got {importance_sampling!r}")
+    if importance_sampling and loss != "dsm":
+        raise ValueError(
+            f"importance_sampling=True is for the 'dsm' loss with weighting='likelihood', got loss {loss!r}"
+        )
+    if importance_sampling and weighting is not None and weighting != "likelihood":
+        raise ValueError(f"importance_sampling=True needs weighting='likelihood', got weighting={weighting!r}")
+    return importance_sampling
 
 
 def _check_sde(sde: object, loss: str, kind: type[SDE] = SDE) -> None:
@@ -104,14 +261,29 @@ def random_levels(n_levels: int, like: Tensor, generator: torch.Generator | None
 
 
 def training_noise(
-    loss: str, sde: SDE, x0: Tensor, eps: float = 1e-5, generator: torch.Generator | None = None
+    loss: str,
+    sde: SDE,
+    x0: Tensor,
+    eps: float = 1e-5,
+    generator: torch.Generator | None = None,
+    importance_sampling: bool = False,
 ) -> dict[str, Tensor]:
-    """Draw every random input of a loss for the batch ``x0`` (keyword arguments of that loss)."""
+    """Draw every random input of a loss for the batch ``x0`` (keyword arguments of that loss).
+
+    With ``importance_sampling=True`` (``"dsm"`` only) the times are those :func:`dsm_loss` draws
+    with ``weighting="likelihood", importance_sampling=True``; pass the same flag to the loss.
+    """
     check_data(x0, "x0")
     _check_sde(sde, "training_noise")
+    if loss in ("dsm", "ddpm", "smld"):
+        _check_importance(importance_sampling, None, loss)
     if loss == "dsm":
         eps = check_eps(eps, sde.T)
-        return {"t": _uniform(x0.shape[0], eps, sde.T, x0, generator), "z": randn_like(x0, generator)}
+        if importance_sampling:
+            t = importance_times(sde, x0, eps, generator)
+        else:
+            t = _uniform(x0.shape[0], eps, sde.T, x0, generator)
+        return {"t": t, "z": randn_like(x0, generator)}
     if loss == "ddpm":
         return {"labels": random_levels(sde.N, x0, generator), "noise": randn_like(x0, generator)}
     if loss == "smld":
@@ -129,21 +301,34 @@ def dsm_loss(
     generator: torch.Generator | None = None,
     t: Tensor | None = None,
     z: Tensor | None = None,
+    importance_sampling: bool = False,
 ) -> Tensor:
-    """Continuous denoising score matching (see the module docstring); returns a scalar.
+    r"""Continuous denoising score matching (see the module docstring); returns a scalar.
 
     ``t`` (``[B]``) and ``z`` (shaped like ``x0``) may be passed in, e.g. to share one draw
     across data-parallel processes; otherwise they are drawn from ``generator``.
+
+    ``importance_sampling=True`` (only with ``weighting="likelihood"``) draws
+    :math:`t \sim p(t) \propto g(t)^2/\sigma(t)^2` on ``[eps, T]`` and returns the mean of
+    :math:`\frac{Z}{T-\epsilon}\|\sigma(t) s_\theta(x_t, t) + z\|^2`, :math:`Z = \int_\epsilon^T g^2/\sigma^2\,dt`:
+    the same expectation as the uniform-time likelihood-weighted loss. Given ``t`` must then
+    come from that density (``training_noise(..., importance_sampling=True)``).
     """
     _check_sde(sde, "dsm_loss")
     check_options("weighting", weighting, WEIGHTINGS)
     check_options("reduce", reduce, REDUCTIONS)
+    _check_importance(importance_sampling, weighting)
     check_data(x0, "x0")
     eps = check_eps(eps, sde.T)
     t = None if t is None else batch_time(t, x0, name="t")  # shape and dtype; the SDE checks its range
     z = None if z is None else check_like(z, x0, "z", "x0")
     check_finite(x0, "training data")
-    t = _uniform(x0.shape[0], eps, sde.T, x0, generator) if t is None else t
+    if t is None:
+        t = (
+            importance_times(sde, x0, eps, generator)
+            if importance_sampling
+            else _uniform(x0.shape[0], eps, sde.T, x0, generator)
+        )
     z = randn_like(x0, generator) if z is None else z
     mean, std = sde.marginal_prob(x0, t)
     std_b = expand_to(std, x0)
@@ -151,6 +336,8 @@ def dsm_loss(
     score = check_output(score_fn(xt, t), xt, "score_fn")
     if weighting == "sigma2":
         return _reduce((score * std_b + z) ** 2, reduce).mean()
+    if importance_sampling:  # w(t) g^2 ||s + z/sigma||^2 with w = (1/(T-eps))/p(t), p = (g^2/sigma^2)/Z
+        return _reduce((score * std_b + z) ** 2, reduce).mean() * (importance_normalizer(sde, eps) / (sde.T - eps))
     g2 = sde.sde(torch.zeros_like(x0), t)[1] ** 2
     return (_reduce((score + z / std_b) ** 2, reduce) * g2).mean()
 

@@ -231,7 +231,7 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
     for step in range(start_step, t.n_iters):
         idx = torch.randint(0, n_data, (t.batch_size,), generator=data_gen)
         x = model_batch(data, idx, cfg, data_gen)
-        noise = training_noise(t.loss, sde, x, t.eps, data_gen)
+        noise = training_noise(t.loss, sde, x, t.eps, data_gen, importance_sampling=t.importance_sampling)
         part = slice(rank * local_batch, (rank + 1) * local_batch)
         x, noise = x[part].to(device), {k: v[part].to(device) for k, v in noise.items()}
         for group in optimizer.param_groups:
