@@ -71,6 +71,8 @@ KERAS_TRAINABLE, KERAS_NON_TRAINABLE = 23_817_352, 34_432
 BN_CHANNELS = KERAS_NON_TRAINABLE // 2  # 17,216
 FID_INCEPTION_PARAMS = TORCHVISION_PARAMS - AUX_HEAD_PARAMS - FC_1000 + FC_1008  # 23,850,960
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def random_state(seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights with the FID Inception entries, scaled so that activations stay O(1) through the network."""
@@ -87,16 +89,6 @@ def random_state(seed: int = 0) -> dict[str, torch.Tensor]:
             value = 0.1 * torch.randn(ref.shape, generator=gen)
         state[key] = value
     return state
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread here: a few large convolutions gain little from two, and under CPU contention
-    every op of a two-thread pool can wait a scheduler slice for its second thread (seconds per image)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

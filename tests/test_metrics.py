@@ -21,6 +21,8 @@ from scoresde.metrics import (
     sliced_wasserstein,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def gen(seed):
     return torch.Generator().manual_seed(seed)
@@ -28,16 +30,6 @@ def gen(seed):
 
 def rng(seed):
     return np.random.default_rng(seed)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run these many small problems on one thread: on a busy machine every parallel region (torch.exp goes parallel
-    from ~128 elements) can cost a whole scheduler time slice. The thread count is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_spd(r, d):

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from . import metrics
-from .build import data_shape, is_adaptive, load_dataset, load_for_inference
+from .build import build_score, data_shape, is_adaptive, load_dataset, load_for_inference
 from .data import ImageData, data_levels, to_levels, toy_data
 from .distributed import finish, gather_cat, init_from_env, shard
 from .likelihood import bits_per_dim, log_likelihood
@@ -80,8 +80,10 @@ def evaluate(
     toy = cfg.data.dataset == "toy"
     features = None if toy else _feature_space(cfg.data.dataset, data_shape(cfg), inception, device)
     adaptive = is_adaptive(sampler, options)
+    if adaptive and steps is not None:
+        raise ValueError("the adaptive ode method rk45 picks its own steps; pass rtol/atol options instead of steps")
     steps = None if adaptive else (steps or cfg.sampling.steps)
-    score = _score(model, sde, cfg)
+    score = build_score(model, sde, cfg)
 
     rank, world = init_from_env()
     part = shard(n, rank, world)
@@ -120,12 +122,6 @@ def evaluate(
         report |= _likelihood(cfg, sde, score, batch_size, seed, device, rank, world)
     finish(world)
     return report, x
-
-
-def _score(model, sde: SDE, cfg):
-    from .build import build_score
-
-    return build_score(model, sde, cfg)
 
 
 def _feature_space(dataset: str, shape: tuple[int, ...], inception: str | Path | None, device: str):
