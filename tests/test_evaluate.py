@@ -20,7 +20,7 @@ FAST = ["sampling.steps=10", "training.log_every=10"]
 
 @pytest.fixture(scope="module")
 def toy_checkpoint(tmp_path_factory):
-    over = ["training.n_iters=60", "training.snapshot_every=60", "data.toy_size=400", *FAST]
+    over = ["training.n_iters=60", "training.snapshot_every=60", "data.toy_size=400", "sampling.n=37", *FAST]
     cfg = load_config(CONFIGS / "toy_mixture.toml", over)
     return train(cfg, tmp_path_factory.mktemp("toy"), progress=False)
 
@@ -136,3 +136,13 @@ def test_cli_samples_do_not_depend_on_the_batch_size(toy_checkpoint, tmp_path):
     assert main([*base, "--batch-size", "60", "--out", str(a)]) == 0
     assert main([*base, "--batch-size", "7", "--out", str(b)]) == 0
     np.testing.assert_allclose(np.load(a)["samples"], np.load(b)["samples"], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_sample_count_defaults_to_the_config(toy_checkpoint, tmp_path):
+    import numpy as np
+
+    from scoresde.cli import main
+
+    out = tmp_path / "s.npz"
+    assert main(["sample", str(toy_checkpoint), "--steps", "3", "--out", str(out)]) == 0
+    assert np.load(out)["samples"].shape == (37, 2)  # sampling.n of the checkpoint's config

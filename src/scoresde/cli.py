@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", default=None, help="sampler name (default: the config's)")
     sample.add_argument("--steps", type=_positive_int, default=None,
                         help="steps (default: the config's; not for the adaptive ode method rk45)")  # fmt: skip
-    sample.add_argument("-n", type=_positive_int, default=64, help="number of samples (default 64)")
+    sample.add_argument("-n", type=_positive_int, default=None, help="number of samples (default: sampling.n, 64)")
     sample.add_argument("--batch-size", type=_positive_int, default=None,
                         help="samples per batch (default: eval.batch_size); samples do not depend on it")  # fmt: skip
     sample.add_argument("--out", default="samples.png", help="output file, .png or .npz")
@@ -246,8 +246,9 @@ def _sample(args) -> int:
                          "set --option rtol=/atol=, or --option method=euler|heun|rk4 for fixed steps")  # fmt: skip
     steps = None if is_adaptive(sampler, options) else (args.steps if args.steps is not None else cfg.sampling.steps)
     progress = _show_progress(args.progress)
+    n = args.n or cfg.sampling.n
     rank, world = init_from_env()
-    part = shard(args.n, rank, world)
+    part = shard(n, rank, world)
     cfg, sde, model = load_for_inference(path, use_ema=not args.no_ema, device=device)
     score = build_score(model, sde, cfg)
     eps = cfg.sampling.eps or None
@@ -265,7 +266,7 @@ def _sample(args) -> int:
         return 0
     seconds = time.perf_counter() - start
     out = _save_samples(x, args.out, cfg, f"{sampler} ({nfe} NFE)")
-    print(f"{args.n} samples with {sampler} ({nfe} NFE, {seconds:.1f} s) -> {out}")
+    print(f"{n} samples with {sampler} ({nfe} NFE, {seconds:.1f} s) -> {out}")
     return 0
 
 
