@@ -88,6 +88,7 @@ class SampleNoise:
         self.seed = seed
         self.indices = idx
         self.draws = int(draws)
+        self._on_device: dict[torch.device, Tensor] = {}  # indices copied once per device, not once per draw
 
     def __len__(self) -> int:
         return self.indices.numel()
@@ -110,7 +111,9 @@ class SampleNoise:
         blocks = (dims + 3) // 4
         device = torch.device(device) if device is not None else torch.device("cpu")
         j = torch.arange(blocks, dtype=torch.int64, device=device)[None, :].expand(batch, blocks)
-        i = self.indices.to(device)[:, None].expand(batch, blocks)
+        if device not in self._on_device:
+            self._on_device[device] = self.indices.to(device)
+        i = self._on_device[device][:, None].expand(batch, blocks)
         k = torch.full_like(j, self.draws & _MASK32)
         counter = ((j & _MASK32).contiguous(), k, (i & _MASK32).contiguous(), ((i >> 32) & _MASK32).contiguous())
         key = (self.seed & _MASK32, (self.seed >> 32) & _MASK32)
