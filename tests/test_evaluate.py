@@ -146,3 +146,23 @@ def test_cli_sample_count_defaults_to_the_config(toy_checkpoint, tmp_path):
     out = tmp_path / "s.npz"
     assert main(["sample", str(toy_checkpoint), "--steps", "3", "--out", str(out)]) == 0
     assert np.load(out)["samples"].shape == (37, 2)  # sampling.n of the checkpoint's config
+
+
+@pytest.mark.slow
+def test_the_training_script_reproduces_the_shipped_classifier(tmp_path):
+    """The shipped weights come from scripts/train_digits_classifier.py (seeded; about 25 s on 2 CPU threads)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    out = tmp_path / "classifier.safetensors"
+    script = Path(__file__).parents[1] / "scripts" / "train_digits_classifier.py"
+    subprocess.run([sys.executable, str(script), "--out", str(out)], check=True, capture_output=True, timeout=900)
+    shipped = load_file(
+        str(Path(__file__).parents[1] / "src" / "scoresde" / "assets" / "digits_classifier.safetensors")
+    )
+    fresh = load_file(str(out))
+    assert sorted(fresh) == sorted(shipped)
+    for key in shipped:
+        assert torch.equal(fresh[key], shipped[key]), key
