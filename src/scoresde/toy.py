@@ -118,6 +118,20 @@ class GaussianMixture:
 
         return exact_score
 
+    def class_log_prob(self, x: Tensor, t: TimeLike | None = None, sde: SDE | None = None) -> Tensor:
+        r"""The exact noisy classifier :math:`\log p_t(k \mid x)` (``[B, K]``): the log-responsibilities of
+        the components of the diffused mixture, taking the components as classes."""
+        log_joint, _, _ = self._log_joint(x, t, sde)
+        return torch.log_softmax(log_joint, dim=1)
+
+    def classifier_fn(self, sde: SDE) -> Callable[[Tensor, Tensor], Tensor]:
+        """The exact noisy classifier under ``sde`` as ``classifier_logp(x, t) -> [B, K]`` (for guidance)."""
+
+        def exact_classifier(x: Tensor, t: Tensor) -> Tensor:
+            return self.class_log_prob(x, t, sde)
+
+        return exact_classifier
+
     def assign(self, x: Tensor) -> Tensor:
         """Most likely component of each sample under the data density (``[B]`` labels)."""
         log_joint, _, _ = self._log_joint(x, None, None)
