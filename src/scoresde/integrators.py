@@ -52,19 +52,23 @@ def fixed_step(f: ODEFunc, y: Tensor, ts: Sequence[float], method: str = "euler"
     """
     check_options("method", method, FIXED_METHODS)
     for t, s in _progress(list(itertools.pairwise(ts)), progress):
-        h = s - t
-        k1 = f(t, y, None)
-        if method == "euler":
-            y = y + h * k1
-        elif method == "heun":
-            k2 = f(s, y + h * k1, None)
-            y = y + 0.5 * h * (k1 + k2)
-        else:
-            k2 = f(t + h / 2, y + (h / 2) * k1, None)
-            k3 = f(t + h / 2, y + (h / 2) * k2, None)
-            k4 = f(s, y + h * k3, None)
-            y = y + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+        y = one_step(f, y, t, s, method)
     return y
+
+
+def one_step(f: ODEFunc, y: Tensor, t: float, s: float, method: str) -> Tensor:
+    """One step of Euler, Heun or classical RK4 from ``t`` to ``s`` (``method`` already checked)."""
+    h = s - t
+    k1 = f(t, y, None)
+    if method == "euler":
+        return y + h * k1
+    if method == "heun":
+        k2 = f(s, y + h * k1, None)
+        return y + 0.5 * h * (k1 + k2)
+    k2 = f(t + h / 2, y + (h / 2) * k1, None)
+    k3 = f(t + h / 2, y + (h / 2) * k2, None)
+    k4 = f(s, y + h * k3, None)
+    return y + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
 def dopri5(

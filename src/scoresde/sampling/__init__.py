@@ -25,6 +25,7 @@ from ..noise import SampleNoise
 from ..score import CountedScore, x0_from_score
 from ..sde import SDE, VESDE, ScoreFn
 from .grids import GRIDS, time_grid
+from .loop import Callback, ReplaceFn, StepInfo, run_steps
 from .ode_samplers import ddim, ode, probability_flow_ode
 from .sde_samplers import (
     CORRECTORS,
@@ -48,7 +49,8 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ode": ode,
     "ddim": ddim,
 }
-_COMMON = ("generator", "progress")
+_COMMON = ("generator", "progress", "callback", "replace", "rows")
+_HOOKS = ("callback", "replace")
 
 
 def default_eps(sde: SDE) -> float:
@@ -80,6 +82,8 @@ def sample(
     return_nfe: bool = False,
     grid: str = "uniform",
     batch_size: int | None = None,
+    callback: Callback | None = None,
+    replace: ReplaceFn | None = None,
     **options,
 ) -> Tensor | tuple[Tensor, int]:
     """Draw samples by integrating the reverse-time SDE or ODE from ``T`` to ``eps``.
@@ -106,6 +110,12 @@ def sample(
         grid: the time grid, one of :data:`GRIDS`.
         batch_size: draw at most this many samples at a time (bounded memory for any
             ``B``); the batches run one after the other and are concatenated.
+        callback: ``callback(info)`` after every step, with a
+            :class:`~scoresde.sampling.loop.StepInfo` (index, times, state, rows of the
+            batch, denoised estimate); for trajectories and pictures.
+        replace: ``replace(info) -> x`` may replace the state after every step and after
+            the final denoising step (``info.s = 0``): the hook of inpainting and projections.
+            Both hooks need a fixed-grid sampler (not the adaptive ``rk45``).
         **options: sampler options, e.g. ``predictor``, ``corrector``, ``snr``,
             ``corrector_steps`` for ``pc``; ``method``, ``rtol``, ``atol`` for ``ode``;
             ``eta`` for ``ddim``; ``probability_flow`` for the SDE predictors.
@@ -145,6 +155,15 @@ def sample(
         raise ValueError(f"the SampleNoise has {len(generator)} streams for {shape[0]} samples")
 
     params = inspect.signature(fn).parameters
+    hooks = {"callback": callback, "replace": replace}
+    for name, hook in hooks.items():
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
+        if hook is not None and name not in params:
+            raise ValueError(f"sampler {getattr(fn, '__name__', fn)!r} does not take the {name} hook")
+    if adaptive and (callback is not None or replace is not None):
+        raise ValueError("the adaptive rk45 solver has no fixed steps for callback/replace hooks; "
+                         "use method='euler'|'heun'|'rk4' or another fixed-grid sampler")  # fmt: skip
     chunk = shape[0] if batch_size is None else int(batch_size)
     parts, nfe = [], 0
     for lo in range(0, shape[0], chunk):
@@ -156,10 +175,15 @@ def sample(
         else:
             x = x_init[lo:hi].to(device=device or x_init.device, dtype=dtype or x_init.dtype).clone()
         counted = CountedScore(score_fn)
-        extra = {k: v for k, v in (("generator", gen), ("progress", progress)) if k in params}
+        given = {"generator": gen, "progress": progress, **{k: v for k, v in hooks.items() if v is not None}}
+        extra = {k: v for k, v in given.items() if k in params}
+        if "rows" in params:
+            extra["rows"] = slice(lo, hi)
         x = fn(sde, counted, x, ts, **options, **extra)
         if denoise:
             x = x0_from_score(sde, x, eps, counted(x, sde._time(eps, x)))
+            if replace is not None:
+                x = replace(StepInfo(len(ts) - 1, eps, 0.0, x, slice(lo, hi)))
         counted.check()
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(
@@ -205,6 +229,7 @@ __all__ = [
     "GRIDS",
     "PREDICTORS",
     "SAMPLERS",
+    "StepInfo",
     "ald_corrector",
     "ancestral",
     "ancestral_step",
@@ -218,6 +243,7 @@ __all__ = [
     "probability_flow_ode",
     "reverse_diffusion",
     "reverse_diffusion_step",
+    "run_steps",
     "sample",
     "sampler_options",
     "time_grid",

@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from .._checks import check_options, randn_like
-from ..integrators import FIXED_METHODS, dopri5, fixed_step
+from ..integrators import FIXED_METHODS, dopri5, one_step
 from ..sde import SDE, ScoreFn
-from ._common import coeffs, steps_of
+from ._common import coeffs
+from .loop import Callback, ReplaceFn, run_steps
 
 ODE_METHODS = ("rk45", *FIXED_METHODS)
 
@@ -46,18 +47,29 @@ def ode(
     atol: float = 1e-5,
     error_norm: str = "sample",
     progress: bool = False,
+    callback: Callback | None = None,
+    replace: ReplaceFn | None = None,
+    rows: slice | None = None,
 ) -> Tensor:
     """Integrate the probability-flow ODE from ``ts[0]`` to ``ts[-1]``.
 
     ``method="rk45"`` is adaptive and uses only the grid's end points; ``error_norm``
-    chooses per-sample (default) or whole-batch error control. The fixed-step methods
-    take one step per grid interval.
+    chooses per-sample (default) or whole-batch error control. It has no grid, so it
+    takes neither hook (a clear error). The fixed-step methods take one step per grid
+    interval through :func:`scoresde.sampling.loop.run_steps`, with its hooks.
     """
     check_options("method", method, ODE_METHODS)
-    rhs = probability_flow_ode(sde, score_fn)
     if method == "rk45":
+        if callback is not None or replace is not None:
+            raise ValueError("the adaptive rk45 solver has no fixed steps for callback/replace hooks; "
+                             "use method='euler'|'heun'|'rk4' or another fixed-grid sampler")  # fmt: skip
+        rhs = probability_flow_ode(sde, score_fn)
         return dopri5(rhs, x, ts[0], ts[-1], rtol=rtol, atol=atol, error_norm=error_norm, progress=progress)[0]
-    return fixed_step(rhs, x, ts, method=method, progress=progress)
+
+    def step(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float, generator) -> Tensor:
+        return one_step(probability_flow_ode(sde, score_fn), x, t, s, method)
+
+    return run_steps(step, sde, score_fn, x, ts, None, progress, callback, replace, rows)
 
 
 def ddim(
@@ -69,6 +81,9 @@ def ddim(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    callback: Callback | None = None,
+    replace: ReplaceFn | None = None,
+    rows: slice | None = None,
 ) -> Tensor:
     r"""DDIM from ``t`` to ``s`` on each grid step:
 
@@ -80,7 +95,8 @@ def ddim(
     """
     if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
-    for t, s in steps_of(ts, progress):
+
+    def step(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float, generator) -> Tensor:
         (alpha_t, sigma_t), (alpha_s, sigma_s) = coeffs(sde, t), coeffs(sde, s)
         score = score_fn(x, sde._time(t, x))
         x0 = (x + sigma_t**2 * score) / alpha_t
@@ -89,4 +105,6 @@ def ddim(
         x = alpha_s * x0 + math.sqrt(max(sigma_s**2 - var, 0.0)) * eps
         if var > 0:
             x = x + math.sqrt(var) * randn_like(x, generator)
-    return x
+        return x
+
+    return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)

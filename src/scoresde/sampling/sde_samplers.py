@@ -20,7 +20,8 @@ from torch import Tensor
 
 from .._checks import check_options, expand_to, randn_like
 from ..sde import SDE, VESDE, VPSDE, ScoreFn
-from ._common import coeffs, steps_of
+from ._common import coeffs
+from .loop import Callback, ReplaceFn, run_steps
 
 PredictorFn = Callable[..., Tensor]
 CorrectorFn = Callable[..., Tensor]
@@ -186,6 +187,9 @@ def pc(
     probability_flow: bool = False,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    callback: Callback | None = None,
+    replace: ReplaceFn | None = None,
+    rows: slice | None = None,
 ) -> Tensor:
     """Predictor-corrector sampling (paper Algorithm 1): for each step ``t -> s`` of the grid,
     one predictor step, then ``corrector_steps`` corrector steps at ``s``.
@@ -193,6 +197,7 @@ def pc(
     ``predictor``: ``"euler_maruyama"``, ``"reverse_diffusion"``, ``"ancestral"``, ``"none"`` or a
     function with the signature of :func:`euler_maruyama_step`. ``corrector``: ``"langevin"``,
     ``"ald"``, ``"none"`` or a function with the signature of :func:`langevin_corrector`.
+    ``callback`` and ``replace`` are the hooks of :func:`scoresde.sampling.loop.run_steps`.
     """
     predict = _lookup("predictor", predictor, PREDICTORS)
     correct = _lookup("corrector", corrector, CORRECTORS)
@@ -201,14 +206,16 @@ def pc(
             raise ValueError(f"snr must be a positive number, got {snr!r}")
         if int(corrector_steps) != corrector_steps or corrector_steps < 0:
             raise ValueError(f"corrector_steps must be a non-negative integer, got {corrector_steps!r}")
-    for t, s in steps_of(ts, progress):
+    n_correct = int(corrector_steps) if correct is not None else 0
+
+    def step(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float, generator) -> Tensor:
         x = predict(sde, score_fn, x, t, s, generator=generator, probability_flow=probability_flow)
-        if correct is not None and corrector_steps > 0:
+        if n_correct > 0:
             alpha = corrector_alpha(sde, t, s)
-            x = correct(
-                sde, score_fn, x, s, snr=snr, n_steps=int(corrector_steps), alpha=alpha, generator=generator
-            )  # fmt: skip
-    return x
+            x = correct(sde, score_fn, x, s, snr=snr, n_steps=n_correct, alpha=alpha, generator=generator)
+        return x
+
+    return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
 
 
 def _predictor_only(predictor: str, doc: str) -> Callable[..., Tensor]:
@@ -223,9 +230,12 @@ def _predictor_only(predictor: str, doc: str) -> Callable[..., Tensor]:
         probability_flow: bool = False,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        callback: Callback | None = None,
+        replace: ReplaceFn | None = None,
+        rows: slice | None = None,
     ) -> Tensor:
-        return pc(sde, score_fn, x, ts, predictor=predictor, corrector="none",
-                  probability_flow=probability_flow, generator=generator, progress=progress)  # fmt: skip
+        return pc(sde, score_fn, x, ts, predictor=predictor, corrector="none", probability_flow=probability_flow,
+                  generator=generator, progress=progress, callback=callback, replace=replace, rows=rows)  # fmt: skip
 
     sampler.__name__ = sampler.__qualname__ = predictor
     sampler.__doc__ = doc
@@ -250,9 +260,13 @@ def ancestral(
     *,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    callback: Callback | None = None,
+    replace: ReplaceFn | None = None,
+    rows: slice | None = None,
 ) -> Tensor:
     """Ancestral sampling (DDPM's sampler for VP, paper eq. 47 for VE)."""
-    return pc(sde, score_fn, x, ts, predictor="ancestral", corrector="none", generator=generator, progress=progress)
+    return pc(sde, score_fn, x, ts, predictor="ancestral", corrector="none", generator=generator, progress=progress,
+              callback=callback, replace=replace, rows=rows)  # fmt: skip
 
 
 def _lookup(kind: str, value: str | Callable, table: dict) -> Callable | None:
