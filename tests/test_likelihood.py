@@ -216,3 +216,23 @@ def test_bits_per_dim_batches_dequantization_per_sample():
     one, _, _ = sd.bits_per_dim(sde, gm.score_fn(sde), images, generator=sd.SampleNoise(2, 30), **kw)
     two, _, _ = sd.bits_per_dim(sde, gm.score_fn(sde), images, generator=sd.SampleNoise(2, 30), batch_size=7, **kw)
     torch.testing.assert_close(two, one, rtol=0, atol=1e-6)
+
+
+def test_slerp_against_closed_forms():
+    e1, e2 = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    torch.testing.assert_close(sd.slerp(e1, e2, 0.5), torch.tensor([[0.5**0.5, 0.5**0.5, 0.0]]))
+    mid = sd.slerp(3 * e1, 3 * e2, 1 / 3)  # 30 degrees along the quarter circle of radius 3
+    torch.testing.assert_close(mid, torch.tensor([[3 * math.cos(math.pi / 6), 3 * math.sin(math.pi / 6), 0.0]]))
+    assert torch.equal(sd.slerp(e1, e2, 0.0), e1) and torch.allclose(sd.slerp(e1, e2, 1.0), e2)
+    torch.testing.assert_close(sd.slerp(e1, 2 * e1, 0.25), 1.25 * e1)  # parallel: the straight line
+    with pytest.raises(ValueError, match="weight"):
+        sd.slerp(e1, e2, 1.5)
+
+
+def test_interpolation_path_starts_and_ends_at_the_inputs():
+    sde, gm = SDES["vp"], gaussian(dim=4)
+    x = gm.sample(6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    path, nfe = sd.interpolate(sde, gm.score_fn(sde), x[:3], x[3:], n=5, rtol=1e-6, atol=1e-6)
+    assert path.shape == (5, 3, 4) and nfe > 10
+    torch.testing.assert_close(path[0], x[:3], rtol=0, atol=1e-3)
+    torch.testing.assert_close(path[-1], x[3:], rtol=0, atol=1e-3)

@@ -7,7 +7,7 @@ and exact likelihoods through the probability-flow ODE.
 
 from . import integrators, sampling, toy
 from .guidance import classifier_guided
-from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, log_likelihood
+from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, interpolate, log_likelihood, slerp
 from .noise import SampleNoise
 from .sampling import default_eps, sample, time_grid
 from .score import CountedScore, ModelScore, eps_from_score, score_from_output, x0_from_score
@@ -34,10 +34,12 @@ __all__ = [
     "encode",
     "eps_from_score",
     "integrators",
+    "interpolate",
     "log_likelihood",
     "sample",
     "sampling",
     "score_from_output",
+    "slerp",
     "time_grid",
     "toy",
     "x0_from_score",
