@@ -13,7 +13,6 @@ Every feature extractor takes images ``[B, C, H, W]`` with values in ``[0, 1]``.
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -111,7 +110,3 @@ def digits_features(
     if not feats:
         return torch.zeros(0, model.num_features, dtype=torch.float64), torch.zeros(0, 10, dtype=torch.float64)
     return torch.cat(feats), torch.cat(probs)
-
-
-def describe(info: dict) -> str:
-    return json.dumps({k: info[k] for k in ("test_accuracy", "seed", "epochs") if k in info})

@@ -144,7 +144,3 @@ class SampleNoise:
         """One integer in ``[0, high)`` per stream (``[B]``, int64), e.g. a random level per sample."""
         u = self.rand((len(self), 1), device, torch.float64)[:, 0]
         return torch.floor(u * high).clamp_max(high - 1).to(torch.int64)
-
-
-Generator = torch.Generator | SampleNoise
-"""What samplers accept as ``generator``: one torch stream for the batch, or one stream per sample."""
