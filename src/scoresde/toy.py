@@ -132,6 +132,34 @@ class GaussianMixture:
 
         return exact_classifier
 
+    def posterior(self, A: Tensor, y: Tensor, noise_std: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The exact posterior of :math:`x` given :math:`y = Ax + n`, :math:`n \sim N(0, \sigma_y^2 I)`: a mixture.
+
+        With :math:`S_k = A\Sigma_k A^\top + \sigma_y^2 I`, component ``k`` has weight
+        :math:`\propto w_k N(y; A\mu_k, S_k)`, mean :math:`\mu_k + \Sigma_k A^\top S_k^{-1}(y - A\mu_k)`
+        and covariance :math:`\Sigma_k - \Sigma_k A^\top S_k^{-1} A \Sigma_k` (``A`` of full row rank).
+
+        Args:
+            A: ``[m, D]``; y: ``[B, m]``.
+
+        Returns:
+            weights ``[B, K]``, means ``[B, K, D]`` and covariances ``[K, D, D]`` (float64).
+        """
+        A = torch.as_tensor(A, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64).reshape(-1, A.shape[0])
+        cov = torch.diag_embed(self.stds**2)  # [K, D, D]
+        gain_t = A @ cov  # [K, m, D] = A Sigma_k
+        S = gain_t @ A.T + float(noise_std) ** 2 * torch.eye(A.shape[0], dtype=torch.float64)
+        resid = y[:, None, :] - (self.means @ A.T)[None]  # [B, K, m]
+        chol = torch.linalg.cholesky(S)
+        solved = torch.cholesky_solve(resid.permute(1, 2, 0), chol)  # [K, m, B]
+        means = self.means[None] + (gain_t.transpose(1, 2) @ solved).permute(2, 0, 1)
+        covs = cov - gain_t.transpose(1, 2) @ torch.cholesky_solve(gain_t, chol)
+        logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)  # [K]
+        maha = (resid.permute(1, 2, 0) * solved).sum(1).T  # [B, K]
+        log_w = torch.log(self.weights)[None] - 0.5 * (maha + logdet[None] + A.shape[0] * math.log(2 * math.pi))
+        return torch.softmax(log_w, dim=1), means, covs
+
     def assign(self, x: Tensor) -> Tensor:
         """Most likely component of each sample under the data density (``[B]`` labels)."""
         log_joint, _, _ = self._log_joint(x, None, None)
@@ -152,6 +180,14 @@ def demo_mixture() -> GaussianMixture:
         means=[[-2.5, -1.5], [2.5, -1.5], [0.0, 2.5]],
         stds=[0.5, 0.4, 0.3],
     )
+
+
+def mixture_moments(weights: Tensor, means: Tensor, covs: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Mean ``[B, D]`` and covariance ``[B, D, D]`` of mixtures (weights ``[B, K]``, means ``[B, K, D]``,
+    covariances ``[K, D, D]``): :math:`m = \sum_k w_k m_k`, :math:`C = \sum_k w_k (C_k + m_k m_k^\top) - m m^\top`."""
+    mean = (weights[:, :, None] * means).sum(1)
+    second = torch.einsum("bk,kij->bij", weights, covs) + torch.einsum("bk,bki,bkj->bij", weights, means, means)
+    return mean, second - mean[:, :, None] * mean[:, None, :]
 
 
 def mixture_errors(mixture: GaussianMixture, x: Tensor, reference: Tensor) -> dict[str, float]:
