@@ -74,8 +74,8 @@ def test_mask_and_channel_mean_operators():
     torch.testing.assert_close(torch.einsum("kc,bchw->bkhw", basis, col), torch.einsum("kc,bchw->bkhw", basis, x))
     dense = torch.kron(torch.full((1, 3), 1 / 3, dtype=torch.float64), torch.eye(16, dtype=torch.float64))
     v = torch.randn(2, 16, dtype=torch.float64)
-    torch.testing.assert_close(cm.gram_solve(v.reshape(2, 1, 4, 4), 2.0, 0.1).reshape(2, 16),
-                               torch.linalg.solve(2.0 * dense @ dense.T + 0.1 * torch.eye(16, dtype=torch.float64), v.T).T)  # fmt: skip
+    expected = torch.linalg.solve(2.0 * dense @ dense.T + 0.1 * torch.eye(16, dtype=torch.float64), v.T).T
+    torch.testing.assert_close(cm.gram_solve(v.reshape(2, 1, 4, 4), 2.0, 0.1).reshape(2, 16), expected)
 
 
 # -- inpainting -----------------------------------------------------------------------------------------------------
