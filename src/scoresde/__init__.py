@@ -6,7 +6,7 @@ and exact likelihoods through the probability-flow ODE.
 """
 
 from . import integrators, sampling, toy
-from .guidance import classifier_guided
+from .guidance import classifier_free_guided, classifier_guided
 from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, interpolate, log_likelihood, slerp
 from .noise import SampleNoise
 from .sampling import default_eps, sample, time_grid
@@ -27,6 +27,7 @@ __all__ = [
     "SubVPSDE",
     "bits_per_dim",
     "bpd_from_logp",
+    "classifier_free_guided",
     "classifier_guided",
     "decode",
     "default_eps",

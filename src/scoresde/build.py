@@ -25,9 +25,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, load_checkpoint, load_weights_strict, prefixed, resolve_checkpoint
+from .checkpoint import (
+    SCORE_FORMAT,
+    CheckpointError,
+    check_format,
+    load_checkpoint,
+    load_weights_strict,
+    prefixed,
+    resolve_checkpoint,
+)
 from .config import Config, SDEConfig, check_ranges, from_dict, parse_value
 from .data import (
+    TOY_CLASSES,
     TOYS,
     ImageData,
     load_cifar10,
@@ -59,9 +68,10 @@ def _image_folder(cfg: Config, split: str) -> ImageData:
     return load_image_folder(root / split if (root / split).is_dir() else root, cfg.data.image_size, cfg.data.channels)
 
 
-def _toy(cfg: Config, split: str) -> Tensor:
+def _toy(cfg: Config, split: str, return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     seed = cfg.training.seed + (0 if split == "train" else 1)
-    return toy_data(cfg.data.toy, cfg.data.toy_size, generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)
+    return toy_data(cfg.data.toy, cfg.data.toy_size, generator=gen, return_labels=return_labels)
 
 
 DATASETS: dict[str, Callable[[Config, str], ImageData | Tensor]] = {
@@ -74,6 +84,8 @@ DATASETS: dict[str, Callable[[Config, str], ImageData | Tensor]] = {
 # datasets read from files under data.root, and the (channels, image_size) of those with a fixed shape
 ROOTED_DATASETS = ("image_folder", "cifar10", "mnist")
 FIXED_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 8), "cifar10": (3, 32), "mnist": (1, 28)}
+# the number of classes of the labelled datasets with a fixed label set (image folders: one per sub-folder)
+DATASET_CLASSES: dict[str, int] = {"digits": 10, "cifar10": 10, "mnist": 10}
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
     "ncsnpp": ncsnpp_cifar10,
@@ -142,7 +154,8 @@ def _field(cfg: Config, dotted: str) -> Any:
     return getattr(getattr(cfg, section), key)
 
 
-def _choose(dotted: str, value: Any, allowed: Iterable[str]) -> None:
+def check_choice(dotted: str, value: Any, allowed: Iterable[str]) -> None:
+    """One-line error unless ``value`` (of the config field ``dotted``) is one of ``allowed``."""
     allowed = list(allowed)
     if value not in allowed:
         raise ValueError(f"unknown {dotted} {value!r}; choose one of {', '.join(map(repr, allowed))}")
@@ -172,10 +185,9 @@ def check_config(cfg: Config, training: bool = True, data: bool | None = None) -
     data = training if data is None else data
     check_ranges(cfg)
     for dotted, allowed in NAMES.items():
-        _choose(dotted, _field(cfg, dotted), allowed)
+        check_choice(dotted, _field(cfg, dotted), allowed)
     d, m, t = cfg.data, cfg.model, cfg.training
-    if d.dataset == "toy":
-        _choose("data.toy", d.toy, TOYS)
+    check_data_config(cfg, data)
     needed = LOSS_SDES.get(t.loss)
     if needed is not None and cfg.sde.type != needed:
         raise ValueError(f"training.loss {t.loss!r} needs sde.type {needed!r}, got {cfg.sde.type!r}; "
@@ -183,6 +195,24 @@ def check_config(cfg: Config, training: bool = True, data: bool | None = None) -
     if (m.arch == "mlp") != (d.dataset == "toy"):
         what = "2-D toy data (data.dataset 'toy')" if m.arch == "mlp" else "images; use model.arch 'mlp' for toy data"
         raise ValueError(f"model.arch {m.arch!r} is for {what}, got data.dataset {d.dataset!r}")
+    accepted = net_options(m.arch)
+    unknown = sorted(set(m.net) - accepted) if accepted is not None else []
+    if unknown:
+        raise ValueError(f"model.net has option(s) {unknown} that model.arch {m.arch!r} does not accept; "
+                         f"it takes {sorted(accepted - {'image_size', 'channels', 'dim'})}")  # fmt: skip
+    check_sampler_options(cfg.sampling.sampler, cfg.sampling.options, what="sampling.options")
+    check_conditioning(cfg)
+    if training and t.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("training.tensorboard = true needs the tensorboard package (pip install tensorboard)")
+    return cfg
+
+
+def check_data_config(cfg: Config, data: bool) -> None:
+    """The ``[data]`` section: the toy's name, the shape of a fixed-shape dataset and, with ``data``, that
+    ``data.root`` is a directory for a dataset read from files."""
+    d = cfg.data
+    if d.dataset == "toy":
+        check_choice("data.toy", d.toy, TOYS)
     if d.dataset in FIXED_SHAPES:
         channels, size = FIXED_SHAPES[d.dataset]
         if (d.channels, d.image_size) != (channels, size):
@@ -194,15 +224,50 @@ def check_config(cfg: Config, training: bool = True, data: bool | None = None) -
             raise ValueError(f"data.root must point at the {d.dataset} files")
         if not Path(d.root).is_dir():
             raise FileNotFoundError(f"data.root {d.root} is not a directory (the {d.dataset} files go there)")
-    accepted = net_options(m.arch)
-    unknown = sorted(set(m.net) - accepted) if accepted is not None else []
-    if unknown:
-        raise ValueError(f"model.net has option(s) {unknown} that model.arch {m.arch!r} does not accept; "
-                         f"it takes {sorted(accepted - {'image_size', 'channels', 'dim'})}")  # fmt: skip
-    check_sampler_options(cfg.sampling.sampler, cfg.sampling.options, what="sampling.options")
-    if training and t.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ValueError("training.tensorboard = true needs the tensorboard package (pip install tensorboard)")
-    return cfg
+
+
+def known_classes(cfg: Config) -> int | None:
+    """The number of classes of the configured dataset when it is known without reading it (``None`` otherwise)."""
+    d = cfg.data
+    return TOY_CLASSES.get(d.toy) if d.dataset == "toy" else DATASET_CLASSES.get(d.dataset)
+
+
+def check_labels_exist(cfg: Config, what: str) -> None:
+    """One-line error unless the configured dataset has class labels (image folders: by sub-folder)."""
+    d = cfg.data
+    if d.dataset == "toy" and d.toy not in TOY_CLASSES:
+        raise ValueError(f"{what} needs class labels, and data.toy {d.toy!r} has none; labelled toys: "
+                         f"{', '.join(TOY_CLASSES)}")  # fmt: skip
+
+
+def check_class_count(num_classes: int, cfg: Config, what: str) -> None:
+    """One-line error when the configured dataset is known to have more classes than ``num_classes``."""
+    known = known_classes(cfg)
+    if known is not None and num_classes < known:
+        name = cfg.data.toy if cfg.data.dataset == "toy" else cfg.data.dataset
+        raise ValueError(f"{what} = {num_classes}, but {name!r} has {known} classes")
+
+
+def check_conditioning(cfg: Config) -> None:
+    """``model.net.num_classes`` (class-conditional score model) and ``training.p_uncond`` (label dropout)."""
+    num_classes = cfg.model.net.get("num_classes")
+    if num_classes is None:
+        if cfg.training.p_uncond > 0:
+            raise ValueError(f"training.p_uncond = {cfg.training.p_uncond} drops class labels, but the model is "
+                             "unconditional; set model.net.num_classes (or p_uncond = 0)")  # fmt: skip
+        return
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"model.net.num_classes must be a positive integer (the number of classes), got "
+                         f"{num_classes!r}")  # fmt: skip
+    check_labels_exist(cfg, "a class-conditional model (model.net.num_classes)")
+    check_class_count(num_classes, cfg, "model.net.num_classes")
+
+
+def check_labels(labels: Tensor, num_classes: int, what: str) -> None:
+    """One-line error unless the data labels lie in ``[0, num_classes)`` (one host sync)."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"the data's class labels lie in [{int(labels.min())}, {int(labels.max())}], outside "
+                         f"[0, {num_classes}) for {what} = {num_classes}")  # fmt: skip
 
 
 # -- devices ------------------------------------------------------------------------------------
@@ -237,7 +302,7 @@ def pick_device(name: str) -> torch.device:
 # -- sampler options ----------------------------------------------------------------------------
 def sampler_option_defaults(sampler: str) -> dict[str, Any]:
     """``{option: default}`` of a named sampler, read from its signature."""
-    _choose("sampler", sampler, SAMPLERS)
+    check_choice("sampler", sampler, SAMPLERS)
     params = inspect.signature(SAMPLERS[sampler]).parameters
     return {name: params[name].default for name in sampler_options(sampler)}
 
@@ -299,17 +364,30 @@ def is_adaptive(sampler: str, options: Mapping[str, Any]) -> bool:
 
 # -- building -----------------------------------------------------------------------------------
 def build_sde(cfg: Config) -> SDE:
-    _choose("sde.type", cfg.sde.type, SDES)
+    check_choice("sde.type", cfg.sde.type, SDES)
     return SDES[cfg.sde.type](cfg.sde)
 
 
-def load_dataset(cfg: Config, split: str = "train") -> ImageData | Tensor:
-    """The configured dataset: :class:`ImageData` for images, a ``[N, 2]`` tensor for toys."""
+def load_dataset(
+    cfg: Config, split: str = "train", return_labels: bool = False
+) -> ImageData | Tensor | tuple[ImageData | Tensor, Tensor]:
+    """The configured dataset: :class:`ImageData` for images, a ``[N, 2]`` tensor for toys.
+
+    ``return_labels`` also returns the ``[N]`` class labels (an error for a dataset without them).
+    """
     d = cfg.data
-    _choose("data.dataset", d.dataset, DATASETS)
+    check_choice("data.dataset", d.dataset, DATASETS)
     if d.dataset in ROOTED_DATASETS and not d.root:
         raise ValueError(f"data.root must point at the {d.dataset} files")
-    return DATASETS[d.dataset](cfg, split)
+    if not return_labels:
+        return DATASETS[d.dataset](cfg, split)
+    check_labels_exist(cfg, "this run")
+    if d.dataset == "toy":  # the one dataset given as a plain tensor: its labels come with the draw
+        return _toy(cfg, split, return_labels=True)
+    data = DATASETS[d.dataset](cfg, split)
+    if data.labels is None:
+        raise ValueError(f"data.dataset {d.dataset!r} ({split} split) has no class labels")
+    return data, data.labels
 
 
 def data_shape(cfg: Config) -> tuple[int, ...]:
@@ -319,7 +397,7 @@ def data_shape(cfg: Config) -> tuple[int, ...]:
 
 def build_model(cfg: Config) -> nn.Module:
     m, shape = cfg.model, data_shape(cfg)
-    _choose("model.arch", m.arch, ARCHS)
+    check_choice("model.arch", m.arch, ARCHS)
     kwargs = dict(m.net)
     if m.arch == "mlp":
         kwargs.setdefault("dim", shape[0])
@@ -331,14 +409,15 @@ def build_model(cfg: Config) -> nn.Module:
         raise ValueError(f"model.net has an option {m.arch!r} does not accept: {err}") from err
 
 
-def build_score(model: nn.Module, sde: SDE, cfg: Config) -> ModelScore:
+def build_score(model: nn.Module, sde: SDE, cfg: Config, y: int | Tensor | None = None) -> ModelScore:
+    """The configured score of ``model``; ``y``: fixed class labels of a class-conditional model."""
     m = cfg.model
-    return ModelScore(model, sde, prediction=m.prediction, time_input=m.time_input, time_scale=m.time_scale)
+    return ModelScore(model, sde, prediction=m.prediction, time_input=m.time_input, time_scale=m.time_scale, y=y)
 
 
 def build_loss(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
     """``loss(x, **noise)`` for the configured objective (``noise`` from :func:`scoresde.losses.training_noise`)."""
-    _choose("training.loss", cfg.training.loss, LOSSES)
+    check_choice("training.loss", cfg.training.loss, LOSSES)
     return LOSSES[cfg.training.loss](cfg, sde, score, model)
 
 
@@ -350,10 +429,11 @@ def model_batch(data: ImageData | Tensor, idx: Tensor, cfg: Config, generator: t
     return to_model(data.images[idx], data.levels, tuple(d.data_range), d.dequantize, generator, d.flip)
 
 
-def checkpoint_config(meta: dict[str, Any], path: str | Path) -> Config:
-    """The training config stored in a checkpoint's metadata."""
+def checkpoint_config(meta: dict[str, Any], path: str | Path, fmt: str = SCORE_FORMAT) -> Config:
+    """The training config stored in a checkpoint's metadata (of a score model, or the ``fmt`` asked for)."""
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path} is not a scoresde training checkpoint (its metadata has no config)")
+    check_format(meta, fmt, path)
     return from_dict(meta["config"])
 
 

@@ -9,8 +9,10 @@ optimizer hyper-parameters). A readable copy of the metadata is written next to 
 Writing goes to a temporary file that is fsynced and then renamed, so a crash or a
 SIGKILL at any moment leaves the previous checkpoints intact; temporary files are
 never mistaken for checkpoints. A training run holds an exclusive lock on its workdir
-(:func:`workdir_lock`), so two runs never write into the same folder. Loading never
-unpickles anything, and loading weights into a model whose parameter names or shapes
+(:func:`workdir_lock`), so two runs never write into the same folder, and
+:func:`prepare_workdir` refuses to resume, or to overwrite, a run of another kind (a score
+model's checkpoints vs a noise-conditional classifier's: the ``format`` in the metadata).
+Loading never unpickles anything, and loading weights into a model whose parameter names or shapes
 differ fails with a message that names the differences (no silent ``strict=False``).
 """
 
@@ -19,8 +21,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import safe_open as _safe_open
 from torch import Tensor, nn
 
+from .plotting import atomic_write
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: no workdir locking
@@ -38,6 +43,9 @@ except ImportError:  # pragma: no cover - not POSIX: no workdir locking
 
 PATTERN = re.compile(r"checkpoint_(\d+)\.safetensors$")
 LOCK_NAME = ".scoresde.lock"
+SCORE_FORMAT = "scoresde-checkpoint-1"
+CLASSIFIER_FORMAT = "scoresde-classifier-1"
+FORMAT_NAMES: dict[str, str] = {SCORE_FORMAT: "score model", CLASSIFIER_FORMAT: "noise-conditional classifier"}
 
 
 class CheckpointError(RuntimeError):
@@ -123,6 +131,44 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     return tensors, metadata
 
 
+def check_format(meta: dict[str, Any], fmt: str, path: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless the metadata's ``format`` is ``fmt`` (a missing one counts as a
+    score model's, the first format)."""
+    found = meta.get("format", SCORE_FORMAT)
+    if found != fmt:
+        raise CheckpointError(f"{path} is a {FORMAT_NAMES.get(found, repr(found))} checkpoint, not a "
+                              f"{FORMAT_NAMES.get(fmt, repr(fmt))} one")  # fmt: skip
+
+
+def optimizer_entries(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """An optimizer's state as tensors ``optim.<param>.<name>`` and JSON metadata (its scalars and groups)."""
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, float] = {}
+    for pid, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, Tensor) and value.ndim > 0:
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = float(value)
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
+    return tensors, {"optimizer_scalars": scalars, "optimizer_groups": groups}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Load the state written by :func:`optimizer_entries` back into ``optimizer``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in prefixed(tensors, "optim").items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["optimizer_scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = torch.tensor(value)
+    current = optimizer.state_dict()["param_groups"]
+    groups = [dict(g, params=c["params"]) for g, c in zip(meta["optimizer_groups"], current, strict=True)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
 def list_checkpoints(directory: str | Path) -> list[Path]:
     """Checkpoints in ``directory`` ordered by step (temporary files excluded)."""
     directory = Path(directory)
@@ -162,6 +208,53 @@ def remove_checkpoints(directory: str | Path) -> None:
     clean_temporary_files(directory)
 
 
+def prepare_workdir(
+    workdir: Path,
+    fmt: str,
+    resume: bool,
+    overwrite: bool,
+    outputs: Sequence[str],
+    same_run: Callable[[dict[str, Any], Path], None],
+) -> None:
+    """Holding :func:`workdir_lock`: refuse, clear or check what an earlier run left in ``workdir``.
+
+    Checkpoints of another kind than ``fmt`` (a score model's in a classifier's workdir, or the
+    reverse) are refused, even with ``overwrite``. ``overwrite`` deletes the checkpoints and the
+    run's ``outputs`` (names of files or folders in ``workdir``; nothing else). Otherwise existing
+    checkpoints are refused without ``resume`` and checked with ``same_run(saved_config, path)``
+    with it; temporary files of an interrupted write are removed.
+    """
+    ckpt_dir = workdir / "checkpoints"
+    found = list_checkpoints(ckpt_dir)
+    meta = None
+    if found:
+        try:
+            meta = read_metadata(found[-1])
+        except CheckpointError:
+            if resume and not overwrite:
+                raise
+    if meta is not None and meta.get("format", SCORE_FORMAT) != fmt:
+        kind = FORMAT_NAMES.get(meta.get("format", SCORE_FORMAT), "another")
+        raise ValueError(f"workdir {workdir} holds a {kind} run ({found[-1].name}), not a {FORMAT_NAMES[fmt]} "
+                         f"run; use another workdir")  # fmt: skip
+    if overwrite:
+        remove_checkpoints(ckpt_dir)
+        for name in outputs:
+            path = workdir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        return
+    if found and not resume:
+        raise ValueError(f"workdir {workdir} already has {len(found)} checkpoint(s) (newest {found[-1].name}); "
+                         f"resume from them (leave out --no-resume / resume=False), start over with --overwrite "
+                         f"(overwrite=True; deletes them) or use another workdir")  # fmt: skip
+    if found:
+        same_run(meta["config"], found[-1])
+    clean_temporary_files(ckpt_dir)
+
+
 @contextmanager
 def workdir_lock(workdir: str | Path) -> Iterator[Path]:
     """Hold an exclusive ``flock`` on ``workdir/.scoresde.lock`` for the ``with`` block.
@@ -186,6 +279,25 @@ def workdir_lock(workdir: str | Path) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)
+
+
+def append_log(path: Path, record: dict) -> None:
+    """Append one JSON record to a run's ``log.jsonl``."""
+    try:
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as err:  # e.g. a full disk: name the file in the message
+        if err.filename is None:
+            err.filename = str(path)
+        raise
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after ``step`` (by a run that was killed before its next checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write(path, lambda handle: handle.write("".join(line + "\n" for line in kept).encode()))
 
 
 def prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

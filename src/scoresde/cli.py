@@ -1,4 +1,4 @@
-"""Command-line interface: ``scoresde train | sample | likelihood | evaluate | demo``."""
+"""Command-line interface: ``scoresde train | sample | likelihood | evaluate | demo | train-classifier``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ EPILOG = """examples:
   scoresde train configs/digits_vp.toml --workdir outputs/digits
   scoresde train configs/toy_mixture.toml --workdir runs/toy --set training.lr=1e-3 --set training.n_iters=2000
   scoresde sample outputs/digits/checkpoints --sampler pc --steps 1000 -n 64 --out grid.png
+  scoresde train-classifier configs/digits_classifier.toml --workdir outputs/digits_classifier
+  scoresde sample outputs/digits/checkpoints --class 3 --guidance 2 --classifier outputs/digits_classifier/checkpoints
   scoresde likelihood outputs/digits/checkpoints --split test --repeats 5
   scoresde evaluate outputs/digits/checkpoints --sampler ddim --steps 50 -n 1000 --out report.json
   scoresde demo --out outputs/demo
@@ -56,6 +58,29 @@ def _seed(text: str) -> int:
         value = -1
     if not 0 <= value < 2**63:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _guidance_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _class_choice(text: str) -> int | str:
+    """``--class``: a class index ``K >= 0`` or ``all``."""
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a class index >= 0 or 'all', got {text!r}")
     return value
 
 
@@ -106,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=_seed, default=0, help="sample i of a seed is the same in any batch or process")
     sample.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    sample.add_argument("--class", dest="klass", type=_class_choice, default=None, metavar="K|all",
+                        help="draw class K (or 'all': sample i from class i mod the number of classes): "
+                             "classifier-free guidance of a class-conditional checkpoint, or classifier guidance "
+                             "with --classifier")  # fmt: skip
+    sample.add_argument("--guidance", type=_guidance_scale, default=None, metavar="W",
+                        help="guidance weight with --class: 0 unconditional, 1 (default) the exact conditional, "
+                             ">1 sharper classes")  # fmt: skip
+    sample.add_argument("--classifier", default=None, metavar="CHECKPOINT",
+                        help="a noise-conditional classifier (scoresde train-classifier; trained under the same "
+                             "SDE) to guide an unconditional checkpoint with --class")  # fmt: skip
     _progress_flag(sample, "while sampling")
 
     lik = sub.add_parser("likelihood", help="bits/dim (images) or NLL (2-D) of a data split", formatter_class=fmt,
@@ -156,6 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples-out", default=None, help="also save the samples: .png (the first 64) or .npz")
     _progress_flag(ev, "while sampling")
 
+    clf = sub.add_parser("train-classifier", help="train a noise-conditional classifier for classifier guidance",
+                         formatter_class=fmt,
+                         description="Train the noise-conditional classifier p_t(y | x) of a config's [classifier] "
+                                     "section on the data of its [data] section perturbed by its [sde] (use the "
+                                     "score model's SDE). Resumes from the newest checkpoint in WORKDIR; ends with "
+                                     "the test accuracy at a few times, also written to WORKDIR/accuracy.json.",
+                         epilog="example:\n  scoresde train-classifier configs/digits_classifier.toml --workdir "
+                                "outputs/digits_classifier\n  scoresde sample outputs/digits/checkpoints --class 3 "
+                                "--classifier outputs/digits_classifier/checkpoints --out three.png")  # fmt: skip
+    clf.add_argument("config", help="TOML config file with [sde], [data] and [classifier] (see configs/)")
+    clf.add_argument("--workdir", required=True, help="folder for checkpoints, log.jsonl and accuracy.json")
+    clf.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
+    clf.add_argument("--no-resume", action="store_true",
+                     help="start a new run; refused if WORKDIR has checkpoints (see --overwrite)")  # fmt: skip
+    clf.add_argument("--overwrite", action="store_true", help="start over: delete WORKDIR's classifier "
+                     "checkpoints, log.jsonl and accuracy.json first")  # fmt: skip
+    _progress_flag(clf, "while training")
+
     demo = sub.add_parser("demo", help="sample a 2-D Gaussian mixture with every sampler using its exact score",
                           formatter_class=fmt, epilog="example:\n  scoresde demo --out outputs/demo -n 5000",
                           description="Sample a known 2-D Gaussian mixture with every sampler (VP, sub-VP, VE) "
@@ -176,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         return done.code if isinstance(done.code, int) else 2
     torch.set_num_threads(args.threads)
     try:
-        commands = {"train": _train, "sample": _sample, "likelihood": _likelihood, "evaluate": _evaluate, "demo": _demo}
+        commands = {"train": _train, "sample": _sample, "likelihood": _likelihood, "evaluate": _evaluate,
+                    "demo": _demo, "train-classifier": _train_classifier}  # fmt: skip
         return commands[args.command](args)
     except OSError as err:  # a path: missing, in the way, not writable, a full disk
         print(f"scoresde {args.command}: error: {_one_line(_os_error(err))}", file=sys.stderr)
@@ -231,6 +285,47 @@ def _inference_setup(args, suffixes: tuple[str, ...], data: bool = False):
     return path, cfg, device
 
 
+def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Path | None] | None:
+    """Check ``--class``, ``--guidance`` and ``--classifier`` against the checkpoint (metadata headers only).
+
+    Returns ``None`` (no guidance) or ``(classes to draw, number of classes, classifier file or None)``.
+    """
+    from .build import checkpoint_config, data_shape
+    from .checkpoint import CLASSIFIER_FORMAT, read_metadata, resolve_checkpoint
+
+    if args.klass is None:
+        for flag, value in (("--guidance", args.guidance), ("--classifier", args.classifier)):
+            if value is not None:
+                raise ValueError(f"{flag} needs --class K (the class to draw) or --class all")
+        return None
+    classifier = None
+    if args.classifier is not None:
+        classifier = resolve_checkpoint(args.classifier)
+        clf_cfg = checkpoint_config(read_metadata(classifier), classifier, CLASSIFIER_FORMAT)
+        if clf_cfg.sde != cfg.sde:
+            raise ValueError(f"--classifier {classifier} was trained under another SDE ({clf_cfg.sde}) than the "
+                             f"checkpoint ({cfg.sde}); train it with the model's [sde]")  # fmt: skip
+        if (data_shape(clf_cfg), clf_cfg.data.data_range) != (data_shape(cfg), cfg.data.data_range):
+            raise ValueError(f"--classifier {classifier} was trained on data of another shape or range than the "
+                             f"checkpoint's {data_shape(cfg)} in {cfg.data.data_range}")  # fmt: skip
+        num_classes, what = clf_cfg.classifier.num_classes, "--classifier"
+    else:
+        num_classes, what = cfg.model.net.get("num_classes"), "checkpoint"
+        if num_classes is None:
+            raise ValueError(f"checkpoint {path} is not class-conditional (model.net.num_classes is unset): guide it "
+                             "with a noise-conditional classifier (--classifier CLASSIFIER_CHECKPOINT, from scoresde "
+                             "train-classifier) or train a class-conditional model")  # fmt: skip
+        if args.guidance not in (None, 1.0) and cfg.training.p_uncond == 0:
+            raise ValueError(f"--guidance {args.guidance:g} needs the unconditional score too, but checkpoint {path} "
+                             "was trained without label dropout (training.p_uncond = 0); use --guidance 1, the plain "
+                             "conditional")  # fmt: skip
+    if args.klass != "all" and args.klass >= num_classes:
+        raise ValueError(f"--class {args.klass} is out of range: the {what} has {num_classes} classes "
+                         f"(0 to {num_classes - 1})")  # fmt: skip
+    classes = list(range(num_classes)) if args.klass == "all" else [args.klass]
+    return classes, num_classes, classifier
+
+
 def _sample(args) -> int:
     from .build import build_score, data_shape, is_adaptive, load_for_inference, parse_sampler_options
     from .distributed import finish, gather_cat, init_from_env, shard
@@ -238,6 +333,7 @@ def _sample(args) -> int:
     from .sampling import sample
 
     path, cfg, device = _inference_setup(args, (".png", ".npz"))
+    plan = _guidance_plan(args, cfg, path)
     sampler = args.sampler or cfg.sampling.sampler
     options = dict(cfg.sampling.options) if args.sampler is None else {}  # checked with the config
     options |= parse_sampler_options(sampler, args.option)
@@ -253,21 +349,55 @@ def _sample(args) -> int:
     score = build_score(model, sde, cfg)
     eps = cfg.sampling.eps or None
     batch_size = args.batch_size or cfg.eval.batch_size
+    shape = data_shape(cfg)
+    indices = torch.arange(part.start, part.stop)
+    groups = [(score, indices)]  # (score function, global indices of its samples): sample i keeps noise stream i
+    labels, scale = None, 1.0 if args.guidance is None else args.guidance
+    if plan is not None:
+        classes, num_classes, classifier = plan
+        if classifier is not None:
+            from .classifier import load_classifier
+
+            classifier = load_classifier(classifier, device=device)[1]
+        labels = _class_labels(indices, args.klass, num_classes)
+        groups = [(_guided(score, classifier, k, scale), indices[labels == k]) for k in classes]
     start = time.perf_counter()
-    n_local = part.stop - part.start
-    x, nfe = torch.zeros(0, *data_shape(cfg)), 0
-    if n_local:
-        x, nfe = sample(sde, score, (n_local, *data_shape(cfg)), sampler=sampler, steps=steps, eps=eps,
-                        generator=SampleNoise(args.seed, range(part.start, part.stop)), device=device,
-                        batch_size=batch_size, return_nfe=True, progress=progress and rank == 0, **options)  # fmt: skip
+    x, nfe = torch.zeros(len(indices), *shape, device=device), 0
+    for score_fn, members in groups:
+        if len(members):
+            x[(members - part.start).to(device)], group_nfe = sample(
+                sde, score_fn, (len(members), *shape), sampler=sampler, steps=steps, eps=eps,
+                generator=SampleNoise(args.seed, members), device=device, batch_size=batch_size, return_nfe=True,
+                progress=progress and rank == 0, **options)  # fmt: skip
+            nfe = max(nfe, group_nfe)
     x = gather_cat(x, world)
+    labels = None if labels is None else _class_labels(torch.arange(n), args.klass, num_classes)
     finish(world)
     if rank != 0:
         return 0
     seconds = time.perf_counter() - start
-    out = _save_samples(x, args.out, cfg, f"{sampler} ({nfe} NFE)")
-    print(f"{n} samples with {sampler} ({nfe} NFE, {seconds:.1f} s) -> {out}")
+    what = ""
+    if plan is not None:
+        kind = "classifier" if plan[2] is not None else "classifier-free"
+        what = f" of class {args.klass} ({kind} guidance {scale:g})"
+    out = _save_samples(x, args.out, cfg, f"{sampler} ({nfe} NFE)", labels=labels,
+                        nrow=plan[1] if plan and args.klass == "all" else None)  # fmt: skip
+    print(f"{n} samples{what} with {sampler} ({nfe} NFE, {seconds:.1f} s) -> {out}")
     return 0
+
+
+def _class_labels(indices: torch.Tensor, klass: int | str, num_classes: int) -> torch.Tensor:
+    """The class of each sample index: ``klass``, or ``i mod num_classes`` for ``all``."""
+    return indices % num_classes if klass == "all" else torch.full_like(indices, klass)
+
+
+def _guided(score, classifier, k: int, scale: float):
+    """Class ``k`` at guidance weight ``scale``: classifier guidance with a classifier, else classifier-free."""
+    from .guidance import classifier_free_guided, classifier_guided
+
+    if classifier is None:
+        return classifier_free_guided(score, k, scale)
+    return classifier_guided(score, classifier, k, scale)
 
 
 def _likelihood(args) -> int:
@@ -338,8 +468,10 @@ def _likelihood(args) -> int:
     return 0
 
 
-def _save_samples(x: torch.Tensor, out: str | Path, cfg, title: str) -> Path:
-    """Samples as a .npz (model-space values, and integer levels for images) or a .png (grid or 2-D scatter)."""
+def _save_samples(x: torch.Tensor, out: str | Path, cfg, title: str, labels: torch.Tensor | None = None,
+                  nrow: int | None = None) -> Path:  # fmt: skip
+    """Samples as a .npz (model-space values, integer levels for images, and the class labels of guided
+    samples) or a .png (grid or 2-D scatter; with ``nrow`` classes, one class per column over ``nrow`` rows)."""
     from .data import data_levels, to_levels, to_unit
     from .plotting import atomic_write, save_image_grid, save_scatter_grid
 
@@ -349,11 +481,14 @@ def _save_samples(x: torch.Tensor, out: str | Path, cfg, title: str) -> Path:
         arrays = {"samples": x.cpu().numpy()}
         if cfg.data.dataset != "toy":
             arrays["levels"] = to_levels(x, data_levels(cfg.data.dataset), rng).cpu().numpy().astype(np.uint8)
+        if labels is not None:
+            arrays["labels"] = labels.cpu().numpy()
         atomic_write(out, lambda handle: np.savez(handle, **arrays))
     elif cfg.data.dataset == "toy":
         save_scatter_grid([(title, x)], out, cols=1)
     else:
-        save_image_grid(to_unit(x[:64], rng), out)
+        shown = 64 if nrow is None else nrow * nrow
+        save_image_grid(to_unit(x[:shown], rng), out, nrow=nrow)
     return out
 
 
@@ -390,6 +525,21 @@ def _evaluate(args) -> int:
         print(f"samples -> {_save_samples(x, args.samples_out, cfg, title)}")
     if args.out:
         print(f"report -> {write_report(report, args.out)}")
+    return 0
+
+
+def _train_classifier(args) -> int:
+    from .classifier import accuracy_table, train_classifier
+    from .config import load_config
+
+    cfg = load_config(args.config, args.set)
+    start = time.perf_counter()
+    final, report = train_classifier(cfg, args.workdir, resume=not args.no_resume, progress=args.progress,
+                                     overwrite=args.overwrite)  # fmt: skip
+    print(f"trained the classifier {cfg.classifier.n_iters} steps in {time.perf_counter() - start:.0f} s; "
+          f"checkpoint {final}")  # fmt: skip
+    print(accuracy_table(report))
+    print(f"accuracy -> {Path(args.workdir) / 'accuracy.json'}")
     return 0
 
 

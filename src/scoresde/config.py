@@ -1,10 +1,12 @@
 """Declarative run configuration: TOML files, typed sections, dotted command-line overrides.
 
 A config file has the sections ``[sde]``, ``[data]``, ``[model]``, ``[training]``,
-``[sampling]`` and ``[eval]`` (all optional; defaults below). Unknown sections or keys
-are errors, and so are values of the wrong type or out of range (:data:`RANGES`,
-:data:`CROSS_RANGES`, checked on load). ``--set training.lr=1e-4`` style
-overrides are parsed as TOML values (``1e-4``, ``true``, ``[1, 2]``, ``"text"``; a bare
+``[sampling]``, ``[eval]`` and ``[classifier]`` (all optional; defaults below). ``[classifier]``
+is the noise-conditional classifier that ``scoresde train-classifier`` trains for the
+``[sde]`` and ``[data]`` of the same file (so a score model's config trains its matching
+classifier). Unknown sections or keys are errors, and so are values of the wrong type or
+out of range (:data:`RANGES`, :data:`CROSS_RANGES`, checked on load). ``--set training.lr=1e-4``
+style overrides are parsed as TOML values (``1e-4``, ``true``, ``[1, 2]``, ``"text"``; a bare
 word is taken as a string).
 """
 
@@ -71,6 +73,7 @@ class TrainingConfig:
     loss: str = "dsm"  # dsm | ddpm | smld
     weighting: str = "sigma2"  # sigma2 | likelihood
     importance_sampling: bool = False  # dsm + likelihood only: t ~ g^2/sigma^2, reweighted (same expectation)
+    p_uncond: float = 0.0  # class-conditional models: probability of the null label (classifier-free guidance)
     reduce: str = "mean"  # mean | sum
     eps: float = 1e-5
     seed: int = 0
@@ -106,6 +109,31 @@ class EvalConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    """The noise-conditional classifier p_t(y | x) of ``scoresde train-classifier``: network and training.
+
+    Trained with cross-entropy on x_t = alpha(t) x0 + sigma(t) z, t ~ U(eps, T), under the file's [sde].
+    """
+
+    arch: str = "cnn"  # cnn (images) | mlp (vectors, 2-D toys)
+    num_classes: int = 10
+    net: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the network
+    n_iters: int = 1000
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eps: float = 1e-5  # smallest training time
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 100
+    snapshot_every: int = 500
+    keep: int = 2
+    eval_times: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.25, 0.5, 0.75, 1.0])  # test accuracy at
+
+
+@dataclass
 class Config:
     sde: SDEConfig = field(default_factory=SDEConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -113,6 +141,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,6 +181,11 @@ def _unit(closed_low: bool) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: 0 < v < 1), "must be in (0, 1)"
 
 
+def _is_times(value: list) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    return len(value) > 0 and numbers and all(0 < v <= 1 for v in value)
+
+
 def _is_interval(value: list) -> bool:
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     return len(value) == 2 and numbers and value[0] < value[1]
@@ -178,12 +212,25 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.grad_clip": _at_least(0),
     "training.ema": _unit(closed_low=True),
     "training.eps": _unit(closed_low=False),
+    "training.p_uncond": _unit(closed_low=True),
     "training.log_every": _at_least(1),
     "training.snapshot_every": _at_least(1),
     "training.keep": _at_least(0),
     "sampling.steps": _at_least(1),
     "sampling.n": _at_least(1),
     "sampling.eps": _unit(closed_low=True),
+    "classifier.num_classes": _at_least(2),
+    "classifier.n_iters": _at_least(1),
+    "classifier.batch_size": _at_least(1),
+    "classifier.lr": _positive(),
+    "classifier.warmup": _at_least(0),
+    "classifier.weight_decay": _at_least(0),
+    "classifier.grad_clip": _at_least(0),
+    "classifier.eps": _unit(closed_low=False),
+    "classifier.log_every": _at_least(1),
+    "classifier.snapshot_every": _at_least(1),
+    "classifier.keep": _at_least(0),
+    "classifier.eval_times": (_is_times, "must be a non-empty list of times in (0, 1]"),
 }
 # checks across fields: (fields, predicate on their values, what must hold)
 CROSS_RANGES: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
@@ -196,7 +243,7 @@ CROSS_RANGES: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
     ),
 ]
 # sections whose float fields must be finite ([eval] is validated where it is used)
-FINITE_SECTIONS = ("sde", "data", "model", "training", "sampling")
+FINITE_SECTIONS = ("sde", "data", "model", "training", "sampling", "classifier")
 
 
 def _get(cfg: Config, dotted: str) -> Any:

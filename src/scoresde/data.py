@@ -29,6 +29,8 @@ from ._checks import rand_like
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TOYS = ("mixture", "moons", "checkerboard", "swiss_roll")
+TOY_CLASSES: dict[str, int] = {"mixture": 3, "moons": 2}
+"""Toys with class labels, and their number of classes (mixture: the component; moons: upper 1, lower 0)."""
 DIGITS_TEST_SIZE = 297
 
 
@@ -263,31 +265,42 @@ def load_mnist(root: str | Path, split: str = "train") -> ImageData:
 
 
 # -- 2-D toys ----------------------------------------------------------------------------------
-def toy_data(name: str, n: int, generator: torch.Generator | None = None) -> Tensor:
+def toy_data(
+    name: str, n: int, generator: torch.Generator | None = None, return_labels: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
     """``n`` points ``[n, 2]`` of a 2-D toy: ``mixture`` (the demo mixture), ``moons``,
-    ``checkerboard`` or ``swiss_roll``, scaled to roughly unit spread."""
+    ``checkerboard`` or ``swiss_roll``, scaled to roughly unit spread.
+
+    ``return_labels`` also returns the ``[n]`` class labels of a toy in :data:`TOY_CLASSES`
+    (the same points as without it).
+    """
+    if return_labels and name not in TOY_CLASSES:
+        raise ValueError(f"toy dataset {name!r} has no class labels; these do: {', '.join(TOY_CLASSES)}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
+    labels = None
     if name == "mixture":
         from .toy import demo_mixture
 
-        return demo_mixture().sample(n, generator=g)
-    if name == "moons":
+        pts, labels = demo_mixture().sample(n, generator=g, return_labels=True)
+    elif name == "moons":
         upper = torch.rand(n, generator=g) < 0.5
         angle = torch.rand(n, generator=g) * torch.pi
         x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle))
         y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle))
-        pts = torch.stack([x - 0.5, y - 0.25], 1) + 0.05 * torch.randn(n, 2, generator=g)
-        return pts * 1.5
-    if name == "checkerboard":
+        pts = (torch.stack([x - 0.5, y - 0.25], 1) + 0.05 * torch.randn(n, 2, generator=g)) * 1.5
+        labels = upper.to(torch.int64)
+    elif name == "checkerboard":
         x1 = torch.rand(n, generator=g) * 4 - 2
         x2 = torch.rand(n, generator=g) - torch.randint(0, 2, (n,), generator=g).float() * 2
         x2 = x2 + (torch.floor(x1) % 2)
-        return torch.stack([x1, x2], 1)
-    if name == "swiss_roll":
+        pts = torch.stack([x1, x2], 1)
+    elif name == "swiss_roll":
         t = 1.5 * torch.pi * (1 + 2 * torch.rand(n, generator=g))
         pts = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / 5.0
-        return pts + 0.05 * torch.randn(n, 2, generator=g)
-    raise ValueError(f"unknown toy dataset {name!r}; choose one of {list(TOYS)}")
+        pts = pts + 0.05 * torch.randn(n, 2, generator=g)
+    else:
+        raise ValueError(f"unknown toy dataset {name!r}; choose one of {list(TOYS)}")
+    return (pts, labels) if return_labels else pts
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

@@ -1,15 +1,24 @@
-r"""Steering one unconditional score model after training: classifier guidance.
+r"""Class-conditional sampling: classifier guidance and classifier-free guidance.
 
 Conditioning is one more gradient in the reverse SDE (paper section 5): by Bayes' rule
 
 .. math:: \nabla_x \log p_t(x \mid y) = \nabla_x \log p_t(x) + \nabla_x \log p_t(y \mid x),
 
 so a score model plus a *noisy* classifier :math:`p_t(y \mid x)` (one trained on perturbed
-data at every time) gives the conditional score. :func:`classifier_guided` builds it,
-with a guidance scale :math:`w` on the classifier term (``w = 1`` is the exact conditional;
-larger values sharpen the classes). The result is an ordinary score function, so every
-sampler of :func:`scoresde.sample` works with it; the samplers run without autograd, and
-the guide enables it for the classifier's gradient only.
+data at every time, :mod:`scoresde.classifier`) gives the conditional score.
+:func:`classifier_guided` builds it, with a guidance scale :math:`w` on the classifier term.
+
+A class-conditional model trained with label dropout (the null label in place of the class
+with probability ``training.p_uncond``) gives both :math:`s(x, t \mid y)` and
+:math:`s(x, t) = s(x, t \mid \varnothing)`, and :func:`classifier_free_guided` combines them
+(Ho & Salimans 2022) as :math:`s + w\,(s(\cdot \mid y) - s)`: the implicit classifier
+:math:`\nabla_x \log p_t(y \mid x) = s(\cdot \mid y) - s` takes the place of a trained one.
+
+Both use one convention: ``w = 0`` is the unconditional score, ``w = 1`` the exact
+conditional score, ``w > 1`` sharpens the classes (it samples
+:math:`\propto p_t(x)\,p_t(y \mid x)^w`). The results are ordinary score functions, so every
+sampler of :func:`scoresde.sample` works with them; the samplers run without autograd, and
+classifier guidance enables it for the classifier's gradient only.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ._checks import batch_time
+from .score import batch_class_labels, check_class_labels
 from .sde import ScoreFn
 
 ClassifierFn = Callable[[Tensor, Tensor], Tensor]
@@ -35,12 +46,11 @@ def classifier_guided(score_fn: ScoreFn, classifier_logp: ClassifierFn, y: int |
             classifier's logits), differentiable in ``x``.
         y: the requested class: an int for every sample, or a ``[B]`` integer tensor (then
             sample the whole batch at once: with ``batch_size`` the labels would not fit).
-        scale: the guidance weight :math:`w \ge 0`.
+        scale: the guidance weight :math:`w \ge 0` (1: the exact conditional).
     """
     if not callable(score_fn) or not callable(classifier_logp):
         raise TypeError("score_fn and classifier_logp must be callables (x, t) -> tensor")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    _check_scale(scale)
     if isinstance(y, bool) or not isinstance(y, (int, Tensor)):
         raise TypeError(f"y must be an int or a [B] integer tensor, got {type(y).__name__}")
     if isinstance(y, Tensor) and (y.ndim != 1 or y.is_floating_point() or y.dtype == torch.bool):
@@ -88,3 +98,50 @@ def _labels(y: int | Tensor, logp: Tensor, x: Tensor, checked: set[int]) -> Tens
             raise ValueError(f"y must hold class indices in [0, {classes}), got values in [{lo}, {hi}]")
         checked.add(classes)
     return y.to(device=x.device, dtype=torch.int64)
+
+
+def classifier_free_guided(model_score: ScoreFn, y: int | Tensor, scale: float = 1.0) -> ScoreFn:
+    r"""The classifier-free guided score :math:`s(x, t) + w\,(s(x, t \mid y) - s(x, t))`.
+
+    ``w = 0`` is the unconditional score :math:`s(x, t) = s(x, t \mid \varnothing)` (the null
+    label), ``w = 1`` the plain conditional score, ``w > 1`` stronger guidance. For ``w`` other
+    than 0 and 1 each evaluation is ONE network call on the doubled batch ``[x, x]`` with the
+    labels ``[y, null]``; at 0 and 1 a single call on ``x`` with the null label or ``y``.
+
+    Args:
+        model_score: the score of a class-conditional model: a
+            :class:`scoresde.score.ModelScore` (or any ``score(x, t, y=labels)`` with an int
+            attribute ``num_classes``, whose null label is ``num_classes``).
+        y: the requested class: an int for every sample, or a ``[B]`` integer tensor (then
+            sample the whole batch at once: with ``batch_size`` the labels would not fit).
+        scale: the guidance weight :math:`w \ge 0`.
+    """
+    if not callable(model_score):
+        raise TypeError(f"model_score must be a callable score(x, t, y=labels), got {type(model_score).__name__}")
+    _check_scale(scale)
+    num_classes = getattr(model_score, "num_classes", None)
+    if num_classes is None:
+        raise ValueError("classifier-free guidance needs a class-conditional model (trained with "
+                         "model.net.num_classes and training.p_uncond > 0); for an unconditional model use "
+                         "classifier_guided with a noisy classifier")  # fmt: skip
+    y = check_class_labels(y, num_classes)
+    null = num_classes
+
+    def guided(x: Tensor, t: Tensor) -> Tensor:
+        if scale == 0:
+            return model_score(x, t, y=null)
+        if scale == 1:
+            return model_score(x, t, y=y)
+        batch = x.shape[0]
+        labels = batch_class_labels(y, x, num_classes)
+        t = batch_time(t, x)
+        both = model_score(torch.cat([x, x]), torch.cat([t, t]), y=torch.cat([labels, torch.full_like(labels, null)]))
+        cond, uncond = both[:batch], both[batch:]
+        return uncond + scale * (cond - uncond)
+
+    return guided
+
+
+def _check_scale(scale: float) -> None:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")

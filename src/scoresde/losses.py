@@ -41,6 +41,11 @@ return a tensor shaped like its input (a ``[B, 1]`` output would otherwise broad
 The discrete losses of the original papers are kept too: :func:`ddpm_loss` (noise
 regression on DDPM's ``N`` levels) and :func:`smld_loss` (SMLD/NCSN on the ``N``
 geometric noise levels of the VE SDE).
+
+Class-conditional models: every loss takes ``y``, ``[B]`` class labels passed on to the
+score function (``score_fn(x, t, y=y)``) or the network (``model(x, label, y)``).
+For classifier-free guidance :func:`drop_labels` replaces each label by the null label
+with probability ``p_uncond``, so one network learns the conditional and the unconditional score.
 """
 
 from __future__ import annotations
@@ -254,6 +259,39 @@ def _check_finite_and_levels(x0: Tensor, labels: Tensor | None, n_levels: int) -
         raise ValueError(f"labels must be levels in {{0, ..., {n_levels - 1}}}, got values in [{lo}, {hi}]")
 
 
+def _check_classes(y: Tensor | None, x0: Tensor) -> Tensor | None:
+    """Shape and dtype of class labels (no sync); returns them on ``x0``'s device."""
+    if y is None:
+        return None
+    if not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        got = y.dtype if isinstance(y, Tensor) else type(y).__name__
+        raise TypeError(f"y must be an integer tensor of class labels of shape [B], got {got}")
+    if y.shape != x0.shape[:1]:
+        raise ValueError(f"y must have shape [B]=[{x0.shape[0]}], got shape {tuple(y.shape)}")
+    return y.to(x0.device)
+
+
+def drop_labels(y: Tensor, p_uncond: float, null: int, generator: torch.Generator | None = None) -> Tensor:
+    r"""Label dropout for classifier-free guidance: each label becomes the null label ``null`` with
+    probability ``p_uncond`` (one uniform draw per label from ``generator``; no draw when ``p_uncond = 0``).
+
+    .. math:: \tilde y_i = \varnothing \text{ if } u_i < p_{uncond} \text{ else } y_i, \qquad u_i \sim U[0, 1)
+    """
+    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0 <= p_uncond < 1:
+        raise ValueError(f"p_uncond must be a probability in [0, 1), got {p_uncond!r}")
+    if p_uncond == 0:
+        return y
+    device = generator.device if generator is not None else y.device
+    u = torch.rand(y.shape[0], generator=generator, device=device).to(y.device)
+    return torch.where(u < p_uncond, torch.full_like(y, null), y)
+
+
+def _score(score_fn: ScoreFn, xt: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+    """``score_fn(xt, t)``, with ``y=y`` for class labels; checked to be shaped like ``xt``."""
+    out = score_fn(xt, t) if y is None else score_fn(xt, t, y=y)
+    return check_output(out, xt, "score_fn")
+
+
 def random_levels(n_levels: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
     """Uniform integer levels ``{0, ..., n_levels-1}``, one per sample of ``like``."""
     device = generator.device if generator is not None else like.device
@@ -302,11 +340,13 @@ def dsm_loss(
     t: Tensor | None = None,
     z: Tensor | None = None,
     importance_sampling: bool = False,
+    y: Tensor | None = None,
 ) -> Tensor:
     r"""Continuous denoising score matching (see the module docstring); returns a scalar.
 
     ``t`` (``[B]``) and ``z`` (shaped like ``x0``) may be passed in, e.g. to share one draw
-    across data-parallel processes; otherwise they are drawn from ``generator``.
+    across data-parallel processes; otherwise they are drawn from ``generator``. ``y``: class
+    labels ``[B]`` of a class-conditional model, passed as ``score_fn(x, t, y=y)``.
 
     ``importance_sampling=True`` (only with ``weighting="likelihood"``) draws
     :math:`t \sim p(t) \propto g(t)^2/\sigma(t)^2` on ``[eps, T]`` and returns the mean of
@@ -322,6 +362,7 @@ def dsm_loss(
     eps = check_eps(eps, sde.T)
     t = None if t is None else batch_time(t, x0, name="t")  # shape and dtype; the SDE checks its range
     z = None if z is None else check_like(z, x0, "z", "x0")
+    y = _check_classes(y, x0)
     check_finite(x0, "training data")
     if t is None:
         t = (
@@ -333,7 +374,7 @@ def dsm_loss(
     mean, std = sde.marginal_prob(x0, t)
     std_b = expand_to(std, x0)
     xt = mean + std_b * z
-    score = check_output(score_fn(xt, t), xt, "score_fn")
+    score = _score(score_fn, xt, t, y)
     if weighting == "sigma2":
         return _reduce((score * std_b + z) ** 2, reduce).mean()
     if importance_sampling:  # w(t) g^2 ||s + z/sigma||^2 with w = (1/(T-eps))/p(t), p = (g^2/sigma^2)/Z
@@ -350,23 +391,27 @@ def ddpm_loss(
     generator: torch.Generator | None = None,
     labels: Tensor | None = None,
     noise: Tensor | None = None,
+    y: Tensor | None = None,
 ) -> Tensor:
     r"""DDPM's :math:`L_{simple}`: ``model(x, l)`` predicts the noise at level ``l ~ U{0..N-1}``.
 
     :math:`x_l = \sqrt{\bar\alpha_l}x_0 + \sqrt{1-\bar\alpha_l}\epsilon`, loss :math:`\|\hat\epsilon - \epsilon\|^2`.
     To sample, wrap the model as ``ModelScore(model, sde, "eps", time_input="t", time_scale=N-1)``.
+    ``labels`` are the discrete noise levels; ``y`` class labels, passed as ``model(x, l, y)``.
     """
     _check_sde(sde, "ddpm_loss", VPSDE)
     check_options("reduce", reduce, REDUCTIONS)
     check_data(x0, "x0")
     given = None if labels is None else _check_levels(labels, x0)
     noise = None if noise is None else check_like(noise, x0, "noise", "x0")
+    y = _check_classes(y, x0)
     _check_finite_and_levels(x0, given, sde.N)
     labels = random_levels(sde.N, x0, generator) if given is None else given
     noise = randn_like(x0, generator) if noise is None else noise
     abar = sde.discrete_alphas_cumprod().to(x0.device, x0.dtype)[labels]
     noisy = expand_to(abar.sqrt(), x0) * x0 + expand_to((1 - abar).sqrt(), x0) * noise
-    out = check_output(model(noisy, labels.to(x0.dtype)), noisy, "model")
+    levels = labels.to(x0.dtype)
+    out = check_output(model(noisy, levels) if y is None else model(noisy, levels, y), noisy, "model")
     return _reduce((out - noise) ** 2, reduce).mean()
 
 
@@ -378,22 +423,24 @@ def smld_loss(
     generator: torch.Generator | None = None,
     labels: Tensor | None = None,
     z: Tensor | None = None,
+    y: Tensor | None = None,
 ) -> Tensor:
     r"""SMLD / NCSN: DSM at the ``N`` discrete noise levels :math:`\sigma_i` of the VE SDE, weight :math:`\sigma_i^2`.
 
     Level ``i`` is the time ``t_i = i/(N-1)`` (so :math:`\sigma(t_i) = \sigma_i` exactly), and
-    the score function is called there.
+    the score function is called there. ``y``: class labels, passed as ``score_fn(x, t, y=y)``.
     """
     _check_sde(sde, "smld_loss", VESDE)
     check_options("reduce", reduce, REDUCTIONS)
     check_data(x0, "x0")
     given = None if labels is None else _check_levels(labels, x0)
     z = None if z is None else check_like(z, x0, "z", "x0")
+    y = _check_classes(y, x0)
     _check_finite_and_levels(x0, given, sde.N)
     labels = random_levels(sde.N, x0, generator) if given is None else given
     t = labels.to(x0.dtype) * (sde.T / (sde.N - 1))
     sigma = expand_to(sde.marginal_coeffs(t, x0)[1], x0)
     z = randn_like(x0, generator) if z is None else z
     xt = x0 + sigma * z
-    score = check_output(score_fn(xt, t), xt, "score_fn")
+    score = _score(score_fn, xt, t, y)
     return _reduce((score * sigma + z) ** 2, reduce).mean()

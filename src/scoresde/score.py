@@ -52,26 +52,44 @@ def eps_from_score(sde: SDE, x: Tensor, t: TimeLike, score: Tensor) -> Tensor:
     return -sigma * score
 
 
+def model_num_classes(model: object) -> int | None:
+    """The number of classes of a class-conditional network (its ``num_classes``; also through a DDP
+    wrapper's ``module``), ``None`` for an unconditional one. The null label is ``num_classes``."""
+    inner = getattr(model, "module", model)
+    num_classes = getattr(inner, "num_classes", None)
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
+        raise TypeError(f"the model's num_classes must be an int or None, got {num_classes!r}")
+    return num_classes
+
+
 class ModelScore:
     r"""Wrap a network ``model(x, label)`` as a score function ``s(x, t)``.
 
     Args:
-        model: a module called as ``model(x, label)`` with ``label`` of shape ``[B]``.
+        model: a module called as ``model(x, label)`` with ``label`` of shape ``[B]``; a
+            class-conditional one (with an int attribute ``num_classes``, as ``NCSNpp`` and
+            ``TimeMLP`` built with ``num_classes``) as ``model(x, label, y)``.
         sde: the forward SDE the model was trained with.
         prediction: what the network predicts: ``"eps"``, ``"x0"``, ``"score"`` or ``"v"``.
         time_input: what the network is fed as ``label``: ``"t"``, ``"sigma"`` (the
             marginal std :math:`\sigma(t)`), ``"log_sigma"``, or a callable ``t -> label``.
         time_scale: multiplies the label; the reference DDPM++ feeds ``999 t``, i.e.
             ``time_input="t", time_scale=999``.
+        y: fixed class labels of a class-conditional model, an int for every sample or a
+            ``[B]`` integer tensor, making it the conditional score :math:`s(x, t \mid y)`;
+            ``None`` (default) is the null label, the unconditional score. A ``y`` passed to
+            a call (``score(x, t, y=labels)``, as the losses and classifier-free guidance
+            do) takes precedence.
     """
 
     def __init__(
         self,
-        model: nn.Module | Callable[[Tensor, Tensor], Tensor],
+        model: nn.Module | Callable[..., Tensor],
         sde: SDE,
         prediction: str = "eps",
         time_input: str | Callable[[Tensor], Tensor] = "t",
         time_scale: float = 1.0,
+        y: int | Tensor | None = None,
     ) -> None:
         check_options("prediction", prediction, PREDICTIONS)
         if not callable(time_input):
@@ -81,6 +99,8 @@ class ModelScore:
         self.prediction = prediction
         self.time_input = time_input
         self.time_scale = float(time_scale)
+        self.num_classes = model_num_classes(model)
+        self.y = None if y is None else check_class_labels(y, self.num_classes)
 
     def label(self, t: Tensor, x: Tensor) -> Tensor:
         """The time value fed to the network for times ``t`` (shape ``[B]``)."""
@@ -93,19 +113,66 @@ class ModelScore:
             label = sigma if self.time_input == "sigma" else torch.log(sigma)
         return label * self.time_scale
 
-    def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
+    def __call__(self, x: Tensor, t: TimeLike, y: int | Tensor | None = None) -> Tensor:
         t = batch_time(t, x, self.sde.T)
-        output = self.model(x, self.label(t, x))
+        labels = batch_class_labels(self.y if y is None else y, x, self.num_classes)
+        label = self.label(t, x)
+        output = self.model(x, label) if labels is None else self.model(x, label, labels)
         if not isinstance(output, Tensor) or output.shape != x.shape:
             got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise ValueError(f"the model must return a tensor shaped like x {tuple(x.shape)}, got {got}")
         return score_from_output(self.sde, x, t, output, self.prediction)
 
     def __repr__(self) -> str:
+        fixed = "" if self.y is None else f", y={self.y if isinstance(self.y, int) else 'tensor'}"
         return (
             f"ModelScore(prediction={self.prediction!r}, time_input={self.time_input!r}, "
-            f"time_scale={self.time_scale}, sde={self.sde!r})"
+            f"time_scale={self.time_scale}, sde={self.sde!r}{fixed})"
         )
+
+
+def check_class_labels(y: int | Tensor, num_classes: int | None, null: bool = False) -> int | Tensor:
+    """Validate class labels for a model of ``num_classes`` classes (one host sync for a tensor).
+
+    ``y`` is an int or a ``[B]`` integer tensor with values in ``[0, num_classes)``, or up to
+    ``num_classes`` (the null label) with ``null=True``. An unconditional model
+    (``num_classes=None``) takes no labels.
+    """
+    if num_classes is None:
+        raise ValueError("the model is not class-conditional (built without num_classes), so it takes no class "
+                         "labels; train one with model.net.num_classes, or use a classifier for guidance")  # fmt: skip
+    top = num_classes + 1 if null else num_classes
+    if isinstance(y, bool) or not isinstance(y, (int, Tensor)):
+        raise TypeError(f"class labels must be an int or a [B] integer tensor, got {type(y).__name__}")
+    if isinstance(y, int):
+        if not 0 <= y < top:
+            raise ValueError(f"class {y} requested from a model of {num_classes} classes (valid: 0 to {top - 1})")
+        return y
+    if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"class labels must be an int or a [B] integer tensor, got {y.dtype} of shape "
+                         f"{tuple(y.shape)}")  # fmt: skip
+    if y.numel() and (bool((y < 0).any()) or bool((y >= top).any())):
+        lo, hi = int(y.min()), int(y.max())
+        raise ValueError(f"class labels must be in [0, {top}) for a model of {num_classes} classes, got values "
+                         f"in [{lo}, {hi}]")  # fmt: skip
+    return y
+
+
+def batch_class_labels(y: int | Tensor | None, x: Tensor, num_classes: int | None) -> Tensor | None:
+    """Labels for the batch ``x`` (shapes only, no sync): an int broadcast to ``[B]``, a ``[B]`` tensor moved to
+    ``x``'s device, ``None`` the null label ``num_classes`` of a conditional model (and ``None`` for an
+    unconditional one); labels for an unconditional model are an error."""
+    if y is None:
+        return None if num_classes is None else torch.full((x.shape[0],), num_classes, device=x.device)
+    if num_classes is None:
+        check_class_labels(y, num_classes)  # raises: the model takes no labels
+    if isinstance(y, int):
+        return torch.full((x.shape[0],), y, dtype=torch.int64, device=x.device)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"{y.shape[0] if y.ndim else 0} class labels for a batch of {x.shape[0]} (per-sample "
+                         "labels need the whole batch in every call: no batch_size, and for the adaptive ode "
+                         "solver error_norm='batch'; or pass one int class)")  # fmt: skip
+    return y.to(device=x.device, dtype=torch.int64)
 
 
 class CountedScore:

@@ -4,13 +4,16 @@ Adam with linear warmup and gradient clipping, an exponential moving average of 
 weights, checkpoints that resume exactly (weights, EMA, optimizer and every random
 state), JSON-lines logs, periodic sample grids with the EMA weights, a tqdm bar, and
 multi-process data parallelism with ``torch.distributed`` (launch with ``torchrun``).
+
+A class-conditional model (``model.net.num_classes``) gets the batch's class labels, each
+replaced by the null label with probability ``training.p_uncond`` (classifier-free
+guidance); the label dropout is drawn from the data generator, so training stays
+deterministic and resumes exactly. Its sample grids cycle through the classes.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import sys
 import time
 from contextlib import ExitStack, contextmanager
@@ -28,29 +31,32 @@ from .build import (
     build_score,
     build_sde,
     check_config,
+    check_labels,
     data_shape,
     load_dataset,
     model_batch,
     pick_device,
 )
 from .checkpoint import (
-    clean_temporary_files,
+    SCORE_FORMAT,
+    append_log,
     latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     load_weights_strict,
+    optimizer_entries,
     prefixed,
+    prepare_workdir,
     prune_checkpoints,
-    read_metadata,
-    remove_checkpoints,
+    restore_optimizer,
     save_checkpoint,
+    truncate_log,
     workdir_lock,
 )
 from .config import Config, from_dict
 from .data import to_unit
 from .distributed import init_from_env
-from .losses import training_noise
-from .plotting import atomic_write, check_writable_dir, save_image_grid, save_line_plot, save_scatter_grid
+from .losses import drop_labels, training_noise
+from .plotting import check_writable_dir, save_image_grid, save_line_plot, save_scatter_grid
 from .sde import SDE
 
 
@@ -153,30 +159,14 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
         return _train(cfg, workdir, device, rank, world, resume and not overwrite, progress)
 
 
+RUN_OUTPUTS = ("log.jsonl", "loss.png", "samples")
+"""What a training run writes besides its checkpoints (deleted by ``overwrite``)."""
+
+
 def _prepare_workdir(workdir: Path, cfg: Config, resume: bool, overwrite: bool) -> None:
     """Rank 0, holding the workdir lock: refuse, clear or check what an earlier run left behind."""
-    ckpt_dir = workdir / "checkpoints"
-    if overwrite:
-        _clear_run(workdir)
-        return
-    found = list_checkpoints(ckpt_dir)
-    if found and not resume:
-        raise ValueError(f"workdir {workdir} already has {len(found)} checkpoint(s) (newest {found[-1].name}); "
-                         f"resume from them (leave out --no-resume / resume=False), start over with --overwrite "
-                         f"(overwrite=True; deletes them) or use another workdir")  # fmt: skip
-    if found:
-        _check_same_run(read_metadata(found[-1])["config"], cfg, found[-1])
-    clean_temporary_files(ckpt_dir)
-
-
-def _clear_run(workdir: Path) -> None:
-    """Delete what a training run writes: checkpoints, ``log.jsonl``, ``loss.png`` and ``samples/``."""
-    remove_checkpoints(workdir / "checkpoints")
-    for name in ("log.jsonl", "loss.png"):
-        (workdir / name).unlink(missing_ok=True)
-    samples = workdir / "samples"
-    if samples.is_dir() and not samples.is_symlink():
-        shutil.rmtree(samples)
+    prepare_workdir(workdir, SCORE_FORMAT, resume, overwrite, RUN_OUTPUTS,
+                    lambda saved, path: _check_same_run(saved, cfg, path))  # fmt: skip
 
 
 def _check_same_run(saved: dict[str, Any], cfg: Config, path: Path) -> None:
@@ -193,8 +183,14 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
     is_main = rank == 0
     torch.manual_seed(t.seed)
     sde = build_sde(cfg)
-    data = load_dataset(cfg, "train")
     model = build_model(cfg).to(device)
+    num_classes = getattr(model, "num_classes", None)
+    labels = None
+    if num_classes is None:
+        data = load_dataset(cfg, "train")
+    else:
+        data, labels = load_dataset(cfg, "train", return_labels=True)
+        check_labels(labels, num_classes, "model.net.num_classes")
     ema = EMA(model, t.ema, t.ema_warmup)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999), eps=t.eps_adam,
                                  weight_decay=t.weight_decay)  # fmt: skip
@@ -207,7 +203,7 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
     if latest is not None:
         start_step, history = _restore(latest, cfg, model, ema, optimizer, data_gen)
     if is_main:  # records written after the restored checkpoint (or before a first one) are dropped
-        _truncate_log(workdir / "log.jsonl", start_step)
+        truncate_log(workdir / "log.jsonl", start_step)
     wrapped: nn.Module = model
     if world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
@@ -232,6 +228,8 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
         idx = torch.randint(0, n_data, (t.batch_size,), generator=data_gen)
         x = model_batch(data, idx, cfg, data_gen)
         noise = training_noise(t.loss, sde, x, t.eps, data_gen, importance_sampling=t.importance_sampling)
+        if labels is not None:
+            noise["y"] = drop_labels(labels[idx], t.p_uncond, num_classes, data_gen)
         part = slice(rank * local_batch, (rank + 1) * local_batch)
         x, noise = x[part].to(device), {k: v[part].to(device) for k, v in noise.items()}
         for group in optimizer.param_groups:
@@ -261,7 +259,7 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
                       "images_per_s": (done - window_start) * t.batch_size / max(elapsed, 1e-9)}  # fmt: skip
             history.append(record)
             if is_main:
-                _append_log(log_path, record)
+                append_log(log_path, record)
                 if writer is not None:
                     writer.add_scalar("loss", mean_loss, done)
             window, window_start, tick = [], done, time.perf_counter()
@@ -278,24 +276,6 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
         dist.barrier()
         dist.destroy_process_group()
     return final if is_main and final is not None else ckpt_dir
-
-
-def _append_log(path: Path, record: dict) -> None:
-    try:
-        with open(path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-    except OSError as err:  # e.g. a full disk: name the file in the message
-        if err.filename is None:
-            err.filename = str(path)
-        raise
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records written after ``step`` (by a run that was killed before its next checkpoint)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write(path, lambda handle: handle.write("".join(line + "\n" for line in kept).encode()))
 
 
 def _all_mean(value: float, world: int) -> float:
@@ -318,24 +298,17 @@ def _save(ckpt_dir: Path, step: int, cfg: Config, model: nn.Module, ema: EMA, op
           data_gen: torch.Generator, history: list[dict], world: int = 1) -> Path:  # fmt: skip
     tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors |= {f"ema.{k}": v for k, v in ema.shadow.items()}
-    opt_state = optimizer.state_dict()
-    scalars: dict[str, Any] = {}
-    for pid, state in opt_state["state"].items():
-        for name, value in state.items():
-            if isinstance(value, Tensor) and value.ndim > 0:
-                tensors[f"optim.{pid}.{name}"] = value
-            else:
-                scalars[f"{pid}.{name}"] = float(value)
+    opt_tensors, opt_meta = optimizer_entries(optimizer)
+    tensors |= opt_tensors
     tensors["rng.data"] = data_gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     metadata = {
-        "format": "scoresde-checkpoint-1",
+        "format": SCORE_FORMAT,
         "step": step,
         "ema_updates": ema.num_updates,
         "world_size": world,
         "config": cfg.to_dict(),
-        "optimizer_scalars": scalars,
-        "optimizer_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]],
+        **opt_meta,
         "history": history,
         "versions": {"scoresde": __version__, "torch": torch.__version__},
     }
@@ -352,30 +325,24 @@ def _restore(path: Path, cfg: Config, model: nn.Module, ema: EMA, optimizer: tor
             raise ValueError(f"{path}: EMA entry {k} does not fit the model")
         ema.shadow[k].copy_(v)
     ema.num_updates = int(meta.get("ema_updates", meta["step"]))
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in prefixed(tensors, "optim").items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    for key, value in meta["optimizer_scalars"].items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = torch.tensor(value)
-    current = optimizer.state_dict()["param_groups"]
-    groups = [dict(g, params=c["params"]) for g, c in zip(meta["optimizer_groups"], current, strict=True)]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    restore_optimizer(optimizer, tensors, meta)
     data_gen.set_state(tensors["rng.data"])
     torch.set_rng_state(tensors["rng.torch"])
     return int(meta["step"]), list(meta.get("history", []))
 
 
 def _snapshot(workdir: Path, step: int, cfg: Config, sde: SDE, model: nn.Module, ema: EMA, data, history) -> None:
-    """Sample a small grid (or scatter) with the EMA weights and redraw the loss curve."""
+    """Sample a small grid (or scatter) with the EMA weights and redraw the loss curve; a class-conditional
+    model draws sample ``i`` from class ``i mod K``."""
     from .sampling import sample
 
     model.eval()
     try:
         with ema.applied(model):
-            score = build_score(model, sde, cfg)
             n = 64 if cfg.data.dataset != "toy" else 2000
+            num_classes = getattr(model, "num_classes", None)
+            y = None if num_classes is None else torch.arange(n) % num_classes
+            score = build_score(model, sde, cfg, y=y)
             steps = min(cfg.sampling.steps, 200)
             x = sample(sde, score, (n, *data_shape(cfg)), sampler="euler_maruyama", steps=steps,
                        generator=torch.Generator().manual_seed(0), device=next(model.parameters()).device)  # fmt: skip
@@ -385,7 +352,8 @@ def _snapshot(workdir: Path, step: int, cfg: Config, sde: SDE, model: nn.Module,
     if cfg.data.dataset == "toy":
         save_scatter_grid([("data", data[:n]), (f"step {step}", x)], samples_dir / f"step_{step:08d}.png", cols=2)
     else:
-        save_image_grid(to_unit(x, tuple(cfg.data.data_range)), samples_dir / f"step_{step:08d}.png", nrow=8)
+        nrow = getattr(model, "num_classes", None) or 8  # a class-conditional model: one class per column
+        save_image_grid(to_unit(x, tuple(cfg.data.data_range)), samples_dir / f"step_{step:08d}.png", nrow=nrow)
     if history:
         steps_, losses = [h["step"] for h in history], [h["loss"] for h in history]
         save_line_plot({"training loss": (steps_, losses)}, workdir / "loss.png", title="training loss",

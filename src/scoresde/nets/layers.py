@@ -229,3 +229,33 @@ class Combine(nn.Module):
     def forward(self, pyramid: Tensor, h: Tensor) -> Tensor:
         p = self.Conv_0(pyramid)
         return torch.cat([p, h], dim=1) if self.method == "cat" else p + h
+
+
+# -- class conditioning ---------------------------------------------------------------------------
+def class_embedding(num_classes: int, dim: int) -> nn.Embedding:
+    """A learned embedding of the labels ``0 .. num_classes - 1`` plus row ``num_classes``, the null label.
+
+    The null label ("no class") is what a network sees for unconditional evaluations, which
+    classifier-free guidance needs. The table starts at zero and draws no random numbers, so a
+    conditional network built from a seed starts out as the unconditional one from that seed.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer (the number of classes), got {num_classes!r}")
+    return nn.Embedding.from_pretrained(torch.zeros(num_classes + 1, dim), freeze=False)
+
+
+def class_labels(y: Tensor | None, x: Tensor, num_classes: int | None) -> Tensor | None:
+    """Check a network's class labels ``y`` (shapes and dtypes only, no sync); ``None`` stays ``None`` for an
+    unconditional network and becomes the null label ``num_classes`` for a conditional one."""
+    if num_classes is None:
+        if y is not None:
+            raise ValueError("this network is not class-conditional (built without num_classes); call it without y")
+        return None
+    if y is None:
+        return torch.full((x.shape[0],), num_classes, dtype=torch.int64, device=x.device)
+    if not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        got = y.dtype if isinstance(y, Tensor) else type(y).__name__
+        raise TypeError(f"y must be an integer tensor of class labels, got {got}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must have shape [B]=[{x.shape[0]}], got {tuple(y.shape)}")
+    return y.to(device=x.device, dtype=torch.int64)

@@ -3,7 +3,10 @@
 One class covers the paper's architecture family; the presets below reproduce the
 CIFAR-10 models' parameter counts exactly. The network is called as ``net(x, label)``
 with ``label`` of shape ``[B]``: the noise level sigma for Fourier embeddings (its log
-is embedded) or a time index (e.g. ``999 t``) for positional embeddings.
+is embedded) or a time index (e.g. ``999 t``) for positional embeddings. With
+``num_classes`` it is class-conditional, ``net(x, label, y)``: a learned embedding of the
+class ``y`` (``[B]`` integers; ``num_classes`` or ``y=None`` is the null label) is added to
+the time embedding.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from .layers import (
     ResnetBlockBigGAN,
     ResnetBlockDDPM,
     Upsample,
+    class_embedding,
+    class_labels,
     conv,
     dense,
     group_norm,
@@ -54,6 +59,8 @@ class NCSNpp(nn.Module):
         init_scale: scale of the zero-initialized output layers (0 = zero init).
         norm_groups: ``"ncsnpp"`` (``min(C/4, 32)`` groups) or ``"ddpm"`` (32 groups).
         centered: the data are in [-1, 1]; if False the network maps [0, 1] data to [-1, 1] first.
+        num_classes: make the network class-conditional on ``num_classes`` classes (embedding
+            rows ``0 .. num_classes``, the last one the null label); ``None``: unconditional.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class NCSNpp(nn.Module):
         init_scale: float = 0.0,
         norm_groups: str = "ncsnpp",
         centered: bool = True,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         _check(resblock_type, ("biggan", "ddpm"), "resblock_type")
@@ -87,10 +95,13 @@ class NCSNpp(nn.Module):
         _check(progressive_input, PROGRESSIVE_INPUT, "progressive_input")
         _check(progressive_combine, ("sum", "cat"), "progressive_combine")
         _check(embedding_type, ("fourier", "positional"), "embedding_type")
+        if num_classes is not None and not conditional:
+            raise ValueError("num_classes needs conditional=True (the class embedding is added to the time embedding)")
         if image_size % 2 ** (len(ch_mult) - 1):
             raise ValueError(f"image_size {image_size} must be divisible by 2^(len(ch_mult)-1)")
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.nf, self.embedding_type, self.conditional = nf, embedding_type, conditional
+        self.num_classes = num_classes
         self.num_res_blocks, self.attn_resolutions = num_res_blocks, tuple(attn_resolutions)
         self.num_resolutions = len(ch_mult)
         self.resblock_type, self.skip_rescale = resblock_type, skip_rescale
@@ -119,6 +130,8 @@ class NCSNpp(nn.Module):
             embed_dim = nf
         if conditional:
             self.temb = nn.Sequential(dense(embed_dim, temb_dim), nn.SiLU(), dense(temb_dim, temb_dim))
+        if num_classes is not None:
+            self.class_embed = class_embedding(num_classes, temb_dim)
 
         resolutions = [image_size // 2**i for i in range(self.num_resolutions)]
         self.conv_in = conv(channels, nf)
@@ -189,17 +202,21 @@ class NCSNpp(nn.Module):
             self.head = nn.Sequential(group_norm(in_ch, norm_groups), nn.SiLU(),
                                       conv(in_ch, channels, init_scale=init_scale))  # fmt: skip
 
-    def forward(self, x: Tensor, label: Tensor) -> Tensor:
-        """Return a tensor shaped like ``x`` (the prediction) for noise labels ``label`` of shape ``[B]``."""
+    def forward(self, x: Tensor, label: Tensor, y: Tensor | None = None) -> Tensor:
+        """Return a tensor shaped like ``x`` (the prediction) for noise labels ``label`` of shape ``[B]``
+        and, for a class-conditional network, class labels ``y`` (``[B]``; ``None``: the null label)."""
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"expected images [B, {self.channels}, H, W], got {tuple(x.shape)}")
         if label.shape != (x.shape[0],):
             raise ValueError(f"label must have shape [B]=[{x.shape[0]}], got {tuple(label.shape)}")
+        y = class_labels(y, x, self.num_classes)
         if self.embedding_type == "fourier":
             emb = self.fourier(torch.log(label))
         else:
             emb = sinusoidal_embedding(label, self.nf)
         temb = self.temb(emb.to(x.dtype)) if self.conditional else None
+        if y is not None:
+            temb = temb + self.class_embed(y)
         if not self.centered:
             x = 2 * x - 1.0
 
