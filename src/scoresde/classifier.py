@@ -346,7 +346,7 @@ def _fit(cfg: Config, workdir: Path, device: torch.device, resume: bool, progres
     for step in range(start, c.n_iters):
         idx = torch.randint(0, len(labels), (c.batch_size,), generator=data_gen)
         x = model_batch(data, idx, cfg, data_gen)
-        noise = training_noise("dsm", sde, x, c.eps, data_gen)
+        noise = training_noise("dsm", sde, x, c.eps, data_gen)  # the DSM draws: t ~ U(eps, T), z ~ N(0, I)
         x, y, t, z = x.to(device), labels[idx].to(device), noise["t"].to(device), noise["z"].to(device)
         for group in optimizer.param_groups:
             group["lr"] = classifier_lr(cfg, step)
@@ -361,14 +361,14 @@ def _fit(cfg: Config, workdir: Path, device: torch.device, resume: bool, progres
             torch.nn.utils.clip_grad_norm_(classifier.parameters(), c.grad_clip)
         optimizer.step()
         losses.append(value)
-        hits.append(float((logp.detach().argmax(1) == y).double().mean()))
+        hits.append((logp.detach().argmax(1) == y).double().mean())  # synced at logging only
         done = step + 1
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)
         if done % c.log_every == 0 or done == c.n_iters:
-            record = {"step": done, "loss": sum(losses) / len(losses), "batch_accuracy": sum(hits) / len(hits),
-                      "lr": classifier_lr(cfg, step)}  # fmt: skip
+            record = {"step": done, "loss": sum(losses) / len(losses),
+                      "batch_accuracy": float(torch.stack(hits).mean()), "lr": classifier_lr(cfg, step)}  # fmt: skip
             history.append(record)
             append_log(workdir / "log.jsonl", record)
             losses, hits = [], []
