@@ -1,4 +1,5 @@
-"""Command-line interface: ``scoresde train | sample | likelihood | evaluate | demo | train-classifier``."""
+"""Command-line interface: ``scoresde train | sample | likelihood | evaluate | demo | train-classifier``,
+and the tasks of :mod:`scoresde.cli_tasks`: ``inpaint | colorize | encode | decode | interpolate``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli_tasks import COMMANDS as TASKS
+from .cli_tasks import add_task_parsers
+
 EPILOG = """examples:
   scoresde train configs/digits_vp.toml --workdir outputs/digits
   scoresde train configs/toy_mixture.toml --workdir runs/toy --set training.lr=1e-3 --set training.n_iters=2000
@@ -20,6 +24,9 @@ EPILOG = """examples:
   scoresde sample outputs/digits/checkpoints --class 3 --guidance 2 --classifier outputs/digits_classifier/checkpoints
   scoresde likelihood outputs/digits/checkpoints --split test --repeats 5
   scoresde evaluate outputs/digits/checkpoints --sampler ddim --steps 50 -n 1000 --out report.json
+  scoresde inpaint outputs/digits/checkpoints --missing bottom -n 16 --out inpainted.png
+  scoresde encode outputs/digits/checkpoints -n 8 --out latents.npz
+  scoresde interpolate outputs/digits/checkpoints -n 4 --points 8 --out path.png
   scoresde demo --out outputs/demo
 """
 
@@ -209,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "checkpoints, log.jsonl and accuracy.json first")  # fmt: skip
     _progress_flag(clf, "while training")
 
+    add_task_parsers(sub, fmt, _positive_int, _seed, _progress_flag)
+
     demo = sub.add_parser("demo", help="sample a 2-D Gaussian mixture with every sampler using its exact score",
                           formatter_class=fmt, epilog="example:\n  scoresde demo --out outputs/demo -n 5000",
                           description="Sample a known 2-D Gaussian mixture with every sampler (VP, sub-VP, VE) "
@@ -231,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"train": _train, "sample": _sample, "likelihood": _likelihood, "evaluate": _evaluate,
                     "demo": _demo, "train-classifier": _train_classifier}  # fmt: skip
+        if args.command in TASKS:
+            return TASKS[args.command](args, _show_progress)
         return commands[args.command](args)
     except OSError as err:  # a path: missing, in the way, not writable, a full disk
         print(f"scoresde {args.command}: error: {_one_line(_os_error(err))}", file=sys.stderr)
