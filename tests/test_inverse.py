@@ -167,6 +167,24 @@ def test_solve_inverse_matches_the_exact_posterior(name, case):
         assert float((x @ A.T - y).abs().max()) < 1e-6  # the measurements hold exactly
 
 
+@pytest.mark.parametrize("name", list(SDES))
+@pytest.mark.parametrize("method", ["ddnm", "pigdm"])
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_ddnm_and_pigdm_are_exact_for_gaussian_data_of_the_stated_variance(name, method, noise):
+    # for x ~ N(mu, v I), p(x0 | x_t) = N(x0_hat, r_t^2 I) exactly, so both approximations of p(y | x_t) are exact
+    sde, gen = SDES[name], torch.Generator().manual_seed(3)
+    v, d, n = 0.5, 12, 2000
+    gm = GaussianMixture([1.0], torch.randn(1, d, generator=gen, dtype=torch.float64), v**0.5)
+    A = torch.randn(5, d, generator=gen, dtype=torch.float64) / d**0.5
+    y = gm.sample(1, generator=gen, dtype=torch.float64) @ A.T + noise * torch.randn(1, 5, generator=gen)
+    x = solve_inverse(sde, gm.score_fn(sde), y.expand(n, -1), A, noise, method, data_var=v, sampler="euler_maruyama",
+                      steps=300, generator=sd.SampleNoise(0, n))  # fmt: skip
+    mean, cov = (m[0] for m in mixture_moments(*gm.posterior(A, y, noise)))
+    mean_err = float(((x.mean(0) - mean).abs() / cov.diagonal().sqrt()).max())
+    cov_err = float(torch.linalg.norm(torch.cov(x.T) - cov) / torch.linalg.norm(cov))
+    assert mean_err < 0.12 and cov_err < 0.08, (mean_err, cov_err)
+
+
 def test_function_pair_gives_the_matrix_result():
     sde = SDES["vp"]
     gm, A, x_true, _ = _problem()

@@ -5,8 +5,9 @@ SDEs with closed-form kernels, score parameterizations, every sampler of the pap
 and exact likelihoods through the probability-flow ODE.
 """
 
-from . import integrators, sampling, toy
+from . import integrators, operators, sampling, toy
 from .guidance import classifier_free_guided, classifier_guided
+from .inverse import colorize, inpaint, solve_inverse
 from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, interpolate, log_likelihood, slerp
 from .noise import SampleNoise
 from .sampling import default_eps, sample, time_grid
@@ -29,18 +30,22 @@ __all__ = [
     "bpd_from_logp",
     "classifier_free_guided",
     "classifier_guided",
+    "colorize",
     "decode",
     "default_eps",
     "dequantize",
     "encode",
     "eps_from_score",
+    "inpaint",
     "integrators",
     "interpolate",
     "log_likelihood",
+    "operators",
     "sample",
     "sampling",
     "score_from_output",
     "slerp",
+    "solve_inverse",
     "time_grid",
     "toy",
     "x0_from_score",

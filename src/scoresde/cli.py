@@ -100,6 +100,17 @@ def _show_progress(flag: bool | None) -> bool:
     return sys.stderr.isatty() if flag is None else flag
 
 
+def _run_arguments(parser: argparse.ArgumentParser, config_help: str, workdir_help: str, deleted: str) -> None:
+    """The arguments of a training command: config, workdir, overrides, resume or overwrite, progress."""
+    parser.add_argument("config", help=config_help)
+    parser.add_argument("--workdir", required=True, help=workdir_help)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start a new run; refused if WORKDIR has checkpoints (see --overwrite)")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help=f"start over: delete WORKDIR's {deleted} first")
+    _progress_flag(parser, "while training")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog="scoresde", description="Score-based generative modeling through SDEs.", epilog=EPILOG,
@@ -111,14 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train a score model. Resumes from the newest checkpoint in WORKDIR.",
                            epilog="example:\n  scoresde train configs/digits_vp.toml --workdir outputs/digits "
                                   "--set training.n_iters=500")  # fmt: skip
-    train.add_argument("config", help="TOML config file (see configs/)")
-    train.add_argument("--workdir", required=True, help="folder for checkpoints, logs and samples")
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
-    train.add_argument("--no-resume", action="store_true",
-                       help="start a new run; refused if WORKDIR has checkpoints (see --overwrite)")  # fmt: skip
-    train.add_argument("--overwrite", action="store_true", help="start over: delete WORKDIR's checkpoints, "
-                       "log.jsonl, loss.png and samples/ first")  # fmt: skip
-    _progress_flag(train, "while training")
+    _run_arguments(train, "TOML config file (see configs/)", "folder for checkpoints, logs and samples",
+                   "checkpoints, log.jsonl, loss.png and samples/")  # fmt: skip
 
     sample = sub.add_parser("sample", help="draw samples from a checkpoint", formatter_class=fmt,
                             description="Draw samples from a checkpoint (a file or a checkpoints folder: the newest). "
@@ -207,14 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog="example:\n  scoresde train-classifier configs/digits_classifier.toml --workdir "
                                 "outputs/digits_classifier\n  scoresde sample outputs/digits/checkpoints --class 3 "
                                 "--classifier outputs/digits_classifier/checkpoints --out three.png")  # fmt: skip
-    clf.add_argument("config", help="TOML config file with [sde], [data] and [classifier] (see configs/)")
-    clf.add_argument("--workdir", required=True, help="folder for checkpoints, log.jsonl and accuracy.json")
-    clf.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
-    clf.add_argument("--no-resume", action="store_true",
-                     help="start a new run; refused if WORKDIR has checkpoints (see --overwrite)")  # fmt: skip
-    clf.add_argument("--overwrite", action="store_true", help="start over: delete WORKDIR's classifier "
-                     "checkpoints, log.jsonl and accuracy.json first")  # fmt: skip
-    _progress_flag(clf, "while training")
+    _run_arguments(clf, "TOML config file with [sde], [data] and [classifier] (see configs/)",
+                   "folder for checkpoints, log.jsonl and accuracy.json",
+                   "classifier checkpoints, log.jsonl and accuracy.json")  # fmt: skip
 
     add_task_parsers(sub, fmt, _positive_int, _seed, _progress_flag)
 

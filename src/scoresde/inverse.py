@@ -19,6 +19,15 @@ works with every fixed-grid sampler (and every sampler added later); none copies
   with :math:`r_t^2 = v\,\sigma^2/(\alpha^2 + v\sigma^2)`, the posterior variance of
   :math:`x_0` given :math:`x_t` for data of variance ``v`` (``data_var``, default 1).
 
+* ``"ddnm"`` (range-null-space decomposition, Wang et al. 2023; noiseless or noisy): no
+  gradient through the model. Tweedie's estimate is corrected in the range of :math:`A^\top`,
+  :math:`\hat x_0' = \hat x_0 + A^\top (AA^\top + \lambda_t I)^{-1}(y - A\hat x_0)` with
+  :math:`\lambda_t = \sigma_y^2 / r_t^2` (0 when noiseless: :math:`\hat x_0 + A^+(y - A\hat x_0)`),
+  and the score is the one of that estimate, :math:`(\alpha\hat x_0' - x)/\sigma^2`. It is ΠGDM
+  with the Jacobian :math:`\partial\hat x_0/\partial x` of Gaussian data of variance ``v``
+  in place of the network's, so it is exact for such data and immune to the network's
+  Jacobian errors, which :math:`1/\alpha(t)` amplifies near ``T``.
+
 ``dps`` and ``pigdm`` differentiate through the score model: each evaluation is one
 forward and one backward pass, counted as one NFE. With noiseless measurements every
 method ends with the exact projection :math:`x \leftarrow x + A^+(y - Ax)`.
@@ -41,7 +50,7 @@ from .sampling.loop import StepInfo
 from .score import x0_from_score
 from .sde import SDE, ScoreFn
 
-METHODS = ("projection", "dps", "pigdm")
+METHODS = ("projection", "dps", "pigdm", "ddnm")
 _RESERVED = ("x_init", "replace", "shape")
 
 
@@ -104,6 +113,27 @@ def likelihood_guided(
     return guided
 
 
+def null_space_corrected(
+    sde: SDE, score_fn: ScoreFn, op: LinearOperator, y: Tensor, noise_std: float, data_var: float = 1.0
+) -> ScoreFn:
+    r"""DDNM: the score :math:`(\alpha \hat x_0' - x)/\sigma^2` of the corrected estimate
+    :math:`\hat x_0' = \hat x_0 + A^\top (AA^\top + \lambda_t I)^{-1}(y - A\hat x_0)`,
+    :math:`\lambda_t = \sigma_y^2 (\alpha^2 v + \sigma^2)/(v \sigma^2)` (the ΠGDM term with a Gaussian Jacobian)."""
+    noise_var = float(noise_std) ** 2
+
+    def corrected(x: Tensor, t: Tensor) -> Tensor:
+        score = score_fn(x, t)
+        alpha, sigma = sde.marginal_coeffs(t, x)
+        x0 = x0_from_score(sde, x, t, score)
+        lam = noise_var * (alpha**2 * data_var + sigma**2) / (data_var * sigma**2)
+        fix = op.transpose(op.gram_solve(y - op.forward(x0), 1.0, lam))
+        x0 = x0 + fix.reshape(x0.shape)
+        a, s = (c.reshape(-1, *([1] * (x.ndim - 1))) for c in (alpha, sigma))
+        return (a * x0 - x) / s**2
+
+    return corrected
+
+
 _AUTOGRAD_HINT = "dps and pigdm differentiate through it (use method='projection' for a score without gradients)"
 
 
@@ -135,10 +165,11 @@ def solve_inverse(
         A: an ``[m, d]`` matrix acting on the flattened sample, a ``(forward, transpose)``
             pair of functions on batches, or a :class:`scoresde.operators.LinearOperator`.
         noise_std: :math:`\sigma_y`, the measurement noise (0: noiseless).
-        method: ``"projection"`` (noiseless), ``"dps"`` (noisy) or ``"pigdm"`` (either); see the module docstring.
+        method: ``"projection"`` (noiseless), ``"dps"`` (noisy), ``"pigdm"`` or ``"ddnm"`` (either); see the
+            module docstring.
         shape: the shape of one sample (default ``(d,)`` for a matrix ``A``; required for a pair).
         scale: the guidance weight :math:`w` of ``dps`` and ``pigdm``.
-        data_var: the data variance ``v`` in ΠGDM's :math:`r_t^2`.
+        data_var: the data variance ``v`` in the :math:`r_t^2` of ``pigdm`` and ``ddnm``.
         sampler, generator, batch_size, device, dtype, return_nfe and ``**options``: as for
             :func:`scoresde.sample` (``steps``, ``grid``, ``eps``, ``denoise``, ``progress``,
             ``callback`` and the sampler's own options).
@@ -193,7 +224,12 @@ def solve_inverse(
             x = op.project(x, noised_measurement(sde, op, yc, x, sde.T, gen))
             hook = projection_hook(sde, op, yc, gen)
         else:
-            guided = likelihood_guided(sde, score_fn, op, yc, noise_std, scale, None if method == "dps" else data_var)
+            if method == "ddnm":
+                guided = null_space_corrected(sde, score_fn, op, yc, noise_std, data_var)
+            else:
+                guided = likelihood_guided(
+                    sde, score_fn, op, yc, noise_std, scale, None if method == "dps" else data_var
+                )
             if noise_std == 0:
                 hook = _final_projection(op, yc)
         out, n = sample(sde, guided, None, sampler=sampler, x_init=x, generator=gen, replace=hook, return_nfe=True,
