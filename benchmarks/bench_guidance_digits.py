@@ -237,8 +237,12 @@ def main() -> None:
     train = load_dataset(cfg, "train")
     f_test = digits_features((test.images.float() + 0.5) / test.levels)[0]
     train_unit = (train.images.float() + 0.5) / train.levels
-    head = (f"Controllable generation, {time.strftime('%Y-%m-%d')}, CPU, 2 threads; model {args.model}, "
-            f"classifier {args.classifier}, label-conditional model {args.cond}; "
+
+    def shown(path: str) -> str:
+        return str(Path(path).resolve().relative_to(ROOT)) if Path(path).resolve().is_relative_to(ROOT) else path
+
+    head = (f"Controllable generation, {time.strftime('%Y-%m-%d')}, CPU, 2 threads; model {shown(args.model)}, "
+            f"classifier {shown(args.classifier)}, label-conditional model {shown(args.cond)}; "
             "`python benchmarks/bench_guidance_digits.py`.")  # fmt: skip
     sections = {"classifier": lambda: classifier_section(args, f_test, train_unit),
                 "cfg": lambda: cfg_section(args, f_test, train_unit),

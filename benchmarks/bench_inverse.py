@@ -100,9 +100,9 @@ def main() -> None:
                                    steps=steps, generator=sd.SampleNoise(0, n), return_nfe=True)  # fmt: skip
             seconds = time.perf_counter() - start
             me, ce = moment_errors(x, mean, cov)
-            resid = float((x @ A.T - y).abs().max()) if noise == 0 else float("nan")
+            resid = f"{float((x @ A.T - y).abs().max()):.1e}" if noise == 0 else "-"
             row = (f"| {name} | {method} | {noise} | {sampler} | {steps} | {nfe} | {me:.3f} | {ce:.3f} | "
-                   f"{resid:.1e} | {seconds:.1f} |")  # fmt: skip
+                   f"{resid} | {seconds:.1f} |")  # fmt: skip
             lines.append(row)
             print(row, flush=True)
     lines += ["", "### Inpainting one coordinate of the 2-D demo mixture: TV of the component frequencies", "",

@@ -23,7 +23,7 @@ MISSING = {
     "center": lambda h, w: (slice(h // 4, h // 4 + h // 2), slice(w // 4, w // 4 + w // 2)),
     "random": None,
 }
-INVERSE_METHODS = ("projection", "pigdm")
+INVERSE_METHODS = ("projection", "ddnm", "pigdm")
 
 
 def add_task_parsers(sub, fmt, positive_int, seed, progress_flag) -> None:
@@ -46,7 +46,7 @@ def add_task_parsers(sub, fmt, positive_int, seed, progress_flag) -> None:
 
     def solver(p: argparse.ArgumentParser) -> None:
         p.add_argument("--method", default="projection", choices=INVERSE_METHODS,
-                       help="projection (the paper's replacement method, default) or pigdm")  # fmt: skip
+                       help="projection (the paper's replacement method, default), ddnm or pigdm")  # fmt: skip
         p.add_argument("--sampler", default="pc", help="sampler name (default pc)")
         p.add_argument("--steps", type=positive_int, default=None, help="steps (default: the config's)")
         p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
