@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 THREADS := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 
-.PHONY: setup demo demo-2d test test-slow test-all bench lint clean
+.PHONY: setup demo demo-2d test test-slow test-all bench bench-guidance lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,18 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(THREADS) $(BIN)/python benchmarks/bench_samplers.py
 	$(THREADS) $(BIN)/python benchmarks/bench_likelihood.py
+	$(THREADS) $(BIN)/python benchmarks/bench_inverse.py
 	$(THREADS) $(BIN)/python benchmarks/bench_training.py
 	$(THREADS) $(BIN)/python benchmarks/bench_sampling_digits.py -n 64  # after `make demo`
 	$(THREADS) $(BIN)/python benchmarks/bench_quality_digits.py -n 1000  # after `make demo`
+
+# Controllable generation on the main-job model (after `make demo`): trains the noise-conditional classifier
+# (13 s) and the label-conditional model (about 5 min; both resume, so a finished run is a no-op), then measures
+# classifier guidance, classifier-free guidance, inpainting and colorization (about 20 min).
+bench-guidance: $(STAMP)
+	$(THREADS) $(BIN)/scoresde train-classifier configs/digits_classifier.toml --workdir outputs/digits_classifier
+	$(THREADS) $(BIN)/scoresde train configs/digits_vp_cond.toml --workdir outputs/digits_cond
+	$(THREADS) $(BIN)/python benchmarks/bench_guidance_digits.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
