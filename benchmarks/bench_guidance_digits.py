@@ -35,7 +35,7 @@ from scoresde.features import digits_features
 from scoresde.guidance import classifier_free_guided, classifier_guided
 from scoresde.inverse import colorize, inpaint
 from scoresde.plotting import save_image_grid
-from scoresde.toy import GaussianMixture
+from scoresde.toy import GaussianMixture, sample_mixtures
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "outputs"
@@ -73,7 +73,7 @@ def _judge(cfg, x: torch.Tensor, wanted: torch.Tensor, f_test: torch.Tensor, f_f
 def _guided_table(title, cfg, sde, make_score, scales, per_class, f_test, train_unit, pictures):
     n = 10 * per_class
     labels = torch.arange(n) % 10
-    _, f_floor = None, digits_features(train_unit[:n])[0]
+    f_floor = digits_features(train_unit[:n])[0]
     lines = [f"### {title}", "", "| scale | requested class (shipped classifier) | confidence | FD | FD floor | NFE | "
              "time (s) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for scale in scales:
@@ -175,17 +175,6 @@ def colour_mixture() -> GaussianMixture:
     return GaussianMixture([0.15, 0.15, 0.1, 0.1] * 2, means, 0.05)
 
 
-def _posterior_draws(gm: GaussianMixture, A: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One draw of the exact posterior per measurement (the error a perfect sampler makes)."""
-    gen = torch.Generator().manual_seed(4)
-    weights, means, covs = gm.posterior(A, y)
-    comp = torch.multinomial(weights, 1, generator=gen)[:, 0]
-    evals, evecs = torch.linalg.eigh(covs)  # rank-deficient (the grey is fixed): a symmetric square root
-    root = evecs * evals.clamp_min(0).sqrt()[:, None, :]
-    z = torch.randn(y.shape[0], means.shape[2], generator=gen, dtype=torch.float64)
-    return means[torch.arange(y.shape[0]), comp] + torch.einsum("bij,bj->bi", root[comp], z)
-
-
 def colour_section(args) -> list[str]:
     gm, n = colour_mixture(), 500
     truth = gm.sample(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -201,13 +190,14 @@ def colour_section(args) -> list[str]:
         x, nfe = colorize(sde, gm.score_fn(sde), gray, sampler="pc", steps=300, generator=sd.SampleNoise(0, n),
                           return_nfe=True)  # fmt: skip
         seconds = time.perf_counter() - start
-        weights, means, _ = gm.posterior(A, gray.reshape(n, -1))
+        weights, means, covs = gm.posterior(A, gray.reshape(n, -1))
         drawn = gm.assign(x.reshape(n, -1))
         freq = torch.bincount(drawn, minlength=gm.n_components).double() / n
         tv = 0.5 * float((freq - weights.mean(0)).abs().sum())
         given = float(((x - means[torch.arange(n), drawn].reshape(n, 3, 8, 8)) ** 2).mean().sqrt())
         to_truth = float(((x - images) ** 2).mean().sqrt())
-        floor = float(((_posterior_draws(gm, A, gray.reshape(n, -1)).reshape(n, 3, 8, 8) - images) ** 2).mean().sqrt())
+        draws = sample_mixtures(weights, means, covs, torch.Generator().manual_seed(4)).reshape(n, 3, 8, 8)
+        floor = float(((draws - images) ** 2).mean().sqrt())
         kept = float((x.mean(1, keepdim=True) - gray).abs().max())
         row = (f"| {name} | PC, 300 steps | {nfe} | {kept:.1e} | {tv:.3f} | {given:.3f} | {to_truth:.3f} | "
                f"{floor:.3f} | {seconds:.0f} |")  # fmt: skip

@@ -11,7 +11,7 @@ import scoresde as sd
 from scoresde.inverse import colorize, inpaint, solve_inverse
 from scoresde.operators import ChannelMean, FunctionOperator, MaskOperator, MatrixOperator
 from scoresde.sampling import SAMPLERS
-from scoresde.toy import GaussianMixture, demo_mixture, mixture_moments
+from scoresde.toy import GaussianMixture, demo_mixture, mixture_moments, sample_mixtures
 
 SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(sigma_max=20.0)}
 FIXED_OPTIONS = {name: ({"method": "heun"} if name == "ode" else {}) for name in SAMPLERS}
@@ -34,6 +34,17 @@ def test_mixture_posterior_matches_bayes_rule_on_a_grid():
     m, c = mixture_moments(w, mu, C)
     torch.testing.assert_close(m[0], mean, atol=1e-6, rtol=0)
     torch.testing.assert_close(c[0], cov, atol=1e-5, rtol=0)
+
+
+def test_sample_mixtures_has_the_mixture_moments():
+    gm, A, x_true, _ = _problem()
+    w, mu, covs = gm.posterior(A, x_true @ A.T)  # singular covariances (rank 12 - 5)
+    n = 40_000
+    x = sample_mixtures(w.expand(n, -1), mu.expand(n, -1, -1), covs, torch.Generator().manual_seed(0))
+    mean, cov = (m[0] for m in mixture_moments(w, mu, covs))
+    assert float(((x.mean(0) - mean).abs() / cov.diagonal().sqrt()).max()) < 0.03
+    assert float(torch.linalg.norm(torch.cov(x.T) - cov) / torch.linalg.norm(cov)) < 0.03
+    torch.testing.assert_close(x @ A.T, (x_true @ A.T).expand(n, -1))  # on the measurement: covs are singular
 
 
 # -- operators -----------------------------------------------------------------------------------------------------
@@ -140,6 +151,14 @@ def _problem():
     return gm, A, x_true, torch.randn(1, m, generator=gen, dtype=torch.float64)
 
 
+def _moment_errors(x, gm, A, y, noise) -> tuple[float, float]:
+    """Sample mean error in posterior stds (worst coordinate) and relative Frobenius covariance error,
+    against the exact posterior of ``gm`` given the one measurement ``y``."""
+    mean, cov = (m[0] for m in mixture_moments(*gm.posterior(A, y, noise)))
+    mean_err = float(((x.mean(0) - mean).abs() / cov.diagonal().sqrt()).max())
+    return mean_err, float(torch.linalg.norm(torch.cov(x.T) - cov) / torch.linalg.norm(cov))
+
+
 # (method, noise_std, sampler, steps, tolerance on the mean in posterior stds, relative Frobenius error of the cov)
 CASES = [
     ("projection", 0.0, "pc", 500, 0.2, 0.12),
@@ -159,9 +178,7 @@ def test_solve_inverse_matches_the_exact_posterior(name, case):
     n = 2000
     x = solve_inverse(sde, gm.score_fn(sde), y.expand(n, -1), A, noise, method, sampler=sampler, steps=steps,
                       generator=sd.SampleNoise(0, n))  # fmt: skip
-    mean, cov = (v[0] for v in mixture_moments(*gm.posterior(A, y, noise)))
-    mean_err = float(((x.mean(0) - mean).abs() / cov.diagonal().sqrt()).max())
-    cov_err = float(torch.linalg.norm(torch.cov(x.T) - cov) / torch.linalg.norm(cov))
+    mean_err, cov_err = _moment_errors(x, gm, A, y, noise)
     assert mean_err < mean_tol and cov_err < cov_tol, (mean_err, cov_err)
     if noise == 0:
         assert float((x @ A.T - y).abs().max()) < 1e-6  # the measurements hold exactly
@@ -179,9 +196,7 @@ def test_ddnm_and_pigdm_are_exact_for_gaussian_data_of_the_stated_variance(name,
     y = gm.sample(1, generator=gen, dtype=torch.float64) @ A.T + noise * torch.randn(1, 5, generator=gen)
     x = solve_inverse(sde, gm.score_fn(sde), y.expand(n, -1), A, noise, method, data_var=v, sampler="euler_maruyama",
                       steps=300, generator=sd.SampleNoise(0, n))  # fmt: skip
-    mean, cov = (m[0] for m in mixture_moments(*gm.posterior(A, y, noise)))
-    mean_err = float(((x.mean(0) - mean).abs() / cov.diagonal().sqrt()).max())
-    cov_err = float(torch.linalg.norm(torch.cov(x.T) - cov) / torch.linalg.norm(cov))
+    mean_err, cov_err = _moment_errors(x, gm, A, y, noise)
     assert mean_err < 0.12 and cov_err < 0.08, (mean_err, cov_err)
 
 

@@ -154,6 +154,15 @@ def rand_like(x: Tensor, generator: torch.Generator | SampleNoise | None = None)
     return u.to(x.device)
 
 
+def check_number(name: str, value: object, minimum: float, strict: bool = False) -> float:
+    """``value`` as a float; a one-line error unless it is a finite real number ``>= minimum`` (``>`` if ``strict``)."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if bad or value < minimum or (strict and value == minimum):
+        sign = ">" if strict else ">="
+        raise ValueError(f"{name} must be a finite number {sign} {minimum:g}, got {value!r}")
+    return float(value)
+
+
 def check_options(name: str, value: str, allowed: Sequence[str]) -> str:
     """Validate a string option against its allowed values."""
     if not isinstance(value, str) or value not in allowed:

@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder for checkpoints, log.jsonl and accuracy.json",
                    "classifier checkpoints, log.jsonl and accuracy.json")  # fmt: skip
 
-    add_task_parsers(sub, fmt, _positive_int, _seed, _progress_flag)
+    add_task_parsers(sub, fmt, _positive_int, _positive_float, _seed, _progress_flag)
 
     demo = sub.add_parser("demo", help="sample a 2-D Gaussian mixture with every sampler using its exact score",
                           formatter_class=fmt, epilog="example:\n  scoresde demo --out outputs/demo -n 5000",

@@ -26,7 +26,7 @@ MISSING = {
 INVERSE_METHODS = ("projection", "ddnm", "pigdm")
 
 
-def add_task_parsers(sub, fmt, positive_int, seed, progress_flag) -> None:
+def add_task_parsers(sub, fmt, positive_int, positive_float, seed, progress_flag) -> None:
     """Add the task commands to the CLI's subparsers (the helpers are the CLI's argument types)."""
 
     def common(p: argparse.ArgumentParser, out_help: str, images: bool = True) -> None:
@@ -94,7 +94,7 @@ def add_task_parsers(sub, fmt, positive_int, seed, progress_flag) -> None:
         "  scoresde decode outputs/digits/checkpoints latents.npz --out decoded.png",
     )
     common(enc, "output .npz with 'latents' and the encoded 'inputs'")
-    _tolerances(enc)
+    _tolerances(enc, positive_float)
 
     dec = sub.add_parser(
         "decode",
@@ -105,7 +105,7 @@ def add_task_parsers(sub, fmt, positive_int, seed, progress_flag) -> None:
     )
     common(dec, "output: .png grid or .npz ('samples' in model space and 'levels')", images=False)
     dec.add_argument("latents", help=".npz with an array 'latents'")
-    _tolerances(dec)
+    _tolerances(dec, positive_float)
 
     itp = sub.add_parser("interpolate", help="decode the spherical path between the latents of image pairs",
                          formatter_class=fmt,
@@ -115,12 +115,12 @@ def add_task_parsers(sub, fmt, positive_int, seed, progress_flag) -> None:
                                 "--out path.png")  # fmt: skip
     common(itp, "output: .png (one pair per row) or .npz ('path' [points, n, ...])")
     itp.add_argument("--points", type=positive_int, default=8, help="images along each path, ends included (>= 2)")
-    _tolerances(itp)
+    _tolerances(itp, positive_float)
 
 
-def _tolerances(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rtol", type=float, default=1e-5, help="ODE relative tolerance (default 1e-5)")
-    p.add_argument("--atol", type=float, default=1e-5, help="ODE absolute tolerance (default 1e-5)")
+def _tolerances(p: argparse.ArgumentParser, positive_float) -> None:
+    p.add_argument("--rtol", type=positive_float, default=1e-5, help="ODE relative tolerance (default 1e-5)")
+    p.add_argument("--atol", type=positive_float, default=1e-5, help="ODE absolute tolerance (default 1e-5)")
 
 
 # -- shared checks and inputs --------------------------------------------------------------------------------------
@@ -134,10 +134,6 @@ def _setup(args, suffixes: tuple[str, ...]):
     device = pick_device(args.device)
     path = resolve_checkpoint(args.checkpoint)
     cfg = check_config(checkpoint_config(read_metadata(path), path), training=False, data=False)
-    for name in ("rtol", "atol"):
-        value = getattr(args, name, None)
-        if value is not None and not (np.isfinite(value) and value > 0):
-            raise ValueError(f"--{name} must be a positive number, got {value}")
     return path, cfg, device
 
 

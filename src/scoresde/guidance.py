@@ -23,13 +23,12 @@ classifier guidance enables it for the classifier's gradient only.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from ._checks import batch_time
+from ._checks import batch_time, check_number
 from .score import batch_class_labels, check_class_labels
 from .sde import ScoreFn
 
@@ -50,7 +49,7 @@ def classifier_guided(score_fn: ScoreFn, classifier_logp: ClassifierFn, y: int |
     """
     if not callable(score_fn) or not callable(classifier_logp):
         raise TypeError("score_fn and classifier_logp must be callables (x, t) -> tensor")
-    _check_scale(scale)
+    check_number("scale", scale, minimum=0.0)
     if isinstance(y, bool) or not isinstance(y, (int, Tensor)):
         raise TypeError(f"y must be an int or a [B] integer tensor, got {type(y).__name__}")
     if isinstance(y, Tensor) and (y.ndim != 1 or y.is_floating_point() or y.dtype == torch.bool):
@@ -118,7 +117,7 @@ def classifier_free_guided(model_score: ScoreFn, y: int | Tensor, scale: float =
     """
     if not callable(model_score):
         raise TypeError(f"model_score must be a callable score(x, t, y=labels), got {type(model_score).__name__}")
-    _check_scale(scale)
+    check_number("scale", scale, minimum=0.0)
     num_classes = getattr(model_score, "num_classes", None)
     if num_classes is None:
         raise ValueError("classifier-free guidance needs a class-conditional model (trained with "
@@ -140,8 +139,3 @@ def classifier_free_guided(model_score: ScoreFn, y: int | Tensor, scale: float =
         return uncond + scale * (cond - uncond)
 
     return guided
-
-
-def _check_scale(scale: float) -> None:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")

@@ -35,17 +35,17 @@ method ends with the exact projection :math:`x \leftarrow x + A^+(y - Ax)`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._checks import check_shape, randn_like
+from ._checks import check_number, check_shape, expand_to, randn_like
 from .noise import SampleNoise
 from .operators import ChannelMean, LinearOperator, MaskOperator, as_operator
 from .sampling import sample
+from .sampling._common import coeffs
 from .sampling.loop import StepInfo
 from .score import x0_from_score
 from .sde import SDE, ScoreFn
@@ -72,7 +72,7 @@ def noised_measurement(
     r"""A draw of :math:`A x_s` given :math:`A x_0 = y`: :math:`\alpha(s) y + \sigma(s) A z` (``y`` at ``s = 0``)."""
     if s == 0.0:
         return y
-    alpha, sigma = (float(c[0]) for c in sde.marginal_coeffs(float(s), x[:1]))
+    alpha, sigma = coeffs(sde, s)  # host floats: no device sync inside the loop
     return alpha * y + sigma * op.forward(randn_like(x, generator))
 
 
@@ -122,13 +122,11 @@ def null_space_corrected(
     noise_var = float(noise_std) ** 2
 
     def corrected(x: Tensor, t: Tensor) -> Tensor:
-        score = score_fn(x, t)
         alpha, sigma = sde.marginal_coeffs(t, x)
-        x0 = x0_from_score(sde, x, t, score)
         lam = noise_var * (alpha**2 * data_var + sigma**2) / (data_var * sigma**2)
-        fix = op.transpose(op.gram_solve(y - op.forward(x0), 1.0, lam))
-        x0 = x0 + fix.reshape(x0.shape)
-        a, s = (c.reshape(-1, *([1] * (x.ndim - 1))) for c in (alpha, sigma))
+        a, s = expand_to(alpha, x), expand_to(sigma, x)
+        x0 = (x + s**2 * score_fn(x, t)) / a  # Tweedie
+        x0 = x0 + op.transpose(op.gram_solve(y - op.forward(x0), 1.0, lam)).reshape(x0.shape)
         return (a * x0 - x) / s**2
 
     return corrected
@@ -187,9 +185,9 @@ def solve_inverse(
         shape = (op.matrix.shape[1],)
     data_shape = check_shape((1, *shape))[1:]
     op.check(data_shape, y)
-    noise_std = _check_number("noise_std", noise_std, minimum=0.0)
-    scale = _check_number("scale", scale, minimum=0.0)
-    data_var = _check_number("data_var", data_var, minimum=0.0, strict=True)
+    noise_std = check_number("noise_std", noise_std, minimum=0.0)
+    scale = check_number("scale", scale, minimum=0.0)
+    data_var = check_number("data_var", data_var, minimum=0.0, strict=True)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(map(repr, METHODS))}")
     if method == "projection" and noise_std > 0:
@@ -298,11 +296,3 @@ def _check_measurements(y: object, name: str) -> Tensor:
     if not bool(torch.isfinite(y).all()):
         raise ValueError(f"{name} contains NaN or inf")
     return y
-
-
-def _check_number(name: str, value: object, minimum: float, strict: bool = False) -> float:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-    if bad or value < minimum or (strict and value == minimum):
-        sign = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {sign} {minimum:g}, got {value!r}")
-    return float(value)

@@ -190,6 +190,16 @@ def mixture_moments(weights: Tensor, means: Tensor, covs: Tensor) -> tuple[Tenso
     return mean, second - mean[:, :, None] * mean[:, None, :]
 
 
+def sample_mixtures(weights: Tensor, means: Tensor, covs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row from mixtures with full covariances (the output of :meth:`GaussianMixture.posterior`):
+    weights ``[B, K]``, means ``[B, K, D]``, covariances ``[K, D, D]`` (may be singular) -> ``[B, D]``."""
+    comp = torch.multinomial(weights, 1, generator=generator)[:, 0]
+    evals, evecs = torch.linalg.eigh(covs)
+    root = evecs * evals.clamp_min(0).sqrt()[:, None, :]  # a symmetric square root, fine for singular covariances
+    z = torch.randn(weights.shape[0], means.shape[2], generator=generator, dtype=means.dtype)
+    return means[torch.arange(weights.shape[0]), comp] + torch.einsum("bij,bj->bi", root[comp], z)
+
+
 def mixture_errors(mixture: GaussianMixture, x: Tensor, reference: Tensor) -> dict[str, float]:
     """Compare samples ``x`` with true samples ``reference`` from ``mixture``.
 
