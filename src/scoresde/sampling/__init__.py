@@ -9,6 +9,7 @@
 ``"pc"``                      predictor-corrector (Langevin / ALD corrector)
 ``"ode"``                     probability-flow ODE: adaptive ``rk45`` or fixed-step
 ``"ddim"``                    DDIM on the kernel (``eta`` for stochasticity)
+``"adaptive_sde"``            adaptive reverse SDE (Jolicoeur-Martineau et al. 2021)
 ============================  =====================================================
 """
 
@@ -24,6 +25,7 @@ from .._checks import check_eps, check_shape
 from ..noise import SampleNoise
 from ..score import CountedScore, x0_from_score
 from ..sde import SDE, VESDE, ScoreFn
+from .adaptive_sde import adaptive_sde
 from .grids import GRIDS, time_grid
 from .loop import Callback, ReplaceFn, StepInfo, run_steps
 from .ode_samplers import ddim, ode, probability_flow_ode
@@ -48,6 +50,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "pc": pc,
     "ode": ode,
     "ddim": ddim,
+    "adaptive_sde": adaptive_sde,
 }
 _COMMON = ("generator", "progress", "callback", "replace", "rows")
 _HOOKS = ("callback", "replace")
@@ -94,7 +97,7 @@ def sample(
         shape: ``(B, *data_dims)``; may be ``None`` when ``x_init`` is given.
         sampler: a name from :data:`SAMPLERS` or a function with the same signature.
         steps: number of grid steps (default ``sde.N``). The adaptive ``ode`` method
-            ``rk45`` chooses its own steps and rejects this argument.
+            ``rk45`` and ``adaptive_sde`` choose their own steps and reject this argument.
         eps: end time (default :func:`default_eps`: 1e-5 for VE, 1e-3 otherwise).
         generator: a ``torch.Generator`` (one noise stream for the batch: the same seed
             gives the same samples for the same batching) or a
@@ -135,7 +138,9 @@ def sample(
         name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", "sampler")
         raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; it accepts {list(allowed)}")
     eps = check_eps(default_eps(sde) if eps is None else eps, sde.T)
-    adaptive = fn is ode and options.get("method", "rk45") == "rk45"
+    adaptive = fn is adaptive_sde or (fn is ode and options.get("method", "rk45") == "rk45")
+    if fn is adaptive_sde and steps is not None:
+        raise ValueError("the adaptive_sde sampler picks its own steps; pass rtol/atol instead of steps")
     if adaptive and steps is not None:
         raise ValueError(
             "the adaptive rk45 ODE solver picks its own steps; pass rtol/atol, or method='euler'|'heun'|'rk4'"
@@ -230,6 +235,7 @@ __all__ = [
     "PREDICTORS",
     "SAMPLERS",
     "StepInfo",
+    "adaptive_sde",
     "ald_corrector",
     "ancestral",
     "ancestral_step",
