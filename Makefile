@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 THREADS := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 
-.PHONY: setup demo demo-2d test test-slow test-all bench bench-guidance lint clean
+.PHONY: setup demo demo-2d test test-slow test-all bench bench-guidance bench-peers lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ bench-guidance: $(STAMP)
 	$(THREADS) $(BIN)/scoresde train-classifier configs/digits_classifier.toml --workdir outputs/digits_classifier
 	$(THREADS) $(BIN)/scoresde train configs/digits_vp_cond.toml --workdir outputs/digits_cond
 	$(THREADS) $(BIN)/python benchmarks/bench_guidance_digits.py
+
+# scoresde's fast samplers against diffusers and k-diffusion on the same score and the same x_T (2-D mixture, and
+# the main-job digits model when `make demo` has run). The peers are a benchmark extra, never library dependencies;
+# k-diffusion goes in with --no-deps (its metadata pulls torchvision and another torch).
+bench-peers: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[peers]'
+	$(BIN)/pip install --quiet --no-deps k-diffusion==0.1.1.post1
+	$(THREADS) $(BIN)/python benchmarks/bench_peers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
