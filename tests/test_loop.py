@@ -21,13 +21,14 @@ FIXED = {
 def test_every_fixed_grid_sampler_reports_each_step(name):
     sde, gm = sd.VPSDE(), demo_mixture()
     seen: list[StepInfo] = []
-    x = sd.sample(sde, gm.score_fn(sde), (40, 2), sampler=name, steps=12, denoise=False, callback=seen.append,
+    grid = sd.time_grid(sde, 12, 1e-3)  # an explicit grid: 12 steps whether steps counts steps or NFE
+    x = sd.sample(sde, gm.score_fn(sde), (40, 2), sampler=name, grid=grid, denoise=False, callback=seen.append,
                   generator=sd.SampleNoise(0, 40), **FIXED[name])  # fmt: skip
     assert [info.index for info in seen] == list(range(12))
     assert all(a.s == b.t for a, b in itertools.pairwise(seen)) and seen[-1].s == pytest.approx(1e-3)
     assert torch.equal(seen[-1].x, x) and seen[0].rows == slice(0, 40)
     # the same samples as without the hook: observing changes nothing
-    plain = sd.sample(sde, gm.score_fn(sde), (40, 2), sampler=name, steps=12, denoise=False,
+    plain = sd.sample(sde, gm.score_fn(sde), (40, 2), sampler=name, grid=grid, denoise=False,
                       generator=sd.SampleNoise(0, 40), **FIXED[name])  # fmt: skip
     assert torch.equal(plain, x)
 
@@ -55,8 +56,8 @@ def test_replace_holds_a_coordinate_through_the_final_denoising(name):
         x[:, 0] = 0.25
         return x
 
-    x = sd.sample(sde, gm.score_fn(sde), (20, 2), sampler=name, steps=6, replace=pin, batch_size=8,
-                  generator=sd.SampleNoise(1, 20), **FIXED[name])  # fmt: skip
+    x = sd.sample(sde, gm.score_fn(sde), (20, 2), sampler=name, grid=sd.time_grid(sde, 6, 1e-5), replace=pin,
+                  batch_size=8, generator=sd.SampleNoise(1, 20), **FIXED[name])  # fmt: skip
     assert bool((x[:, 0] == 0.25).all())
     assert calls.count(0.0) == 3 and len(calls) == 3 * 7  # 3 batches x (6 steps + the denoising step)
 

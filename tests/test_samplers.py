@@ -179,7 +179,7 @@ def test_time_grids(grid):
     if grid == "log_snr":
         sde = SDES["vp"]
         ts = sd.time_grid(sde, 20, 1e-3, grid)
-        lam = sd.sampling.grids.log_snr(sde, torch.tensor(ts, dtype=torch.float64))
+        lam = sde.schedule.log_snr(torch.tensor(ts, dtype=torch.float64))
         diffs = lam[1:] - lam[:-1]
         torch.testing.assert_close(diffs, diffs.mean().expand(20), rtol=1e-6, atol=1e-9)
 

@@ -81,8 +81,14 @@ def batch_time(t: TimeLike, x: Tensor, T: float | None = None, name: str = "t") 
         )
     t = t.to(device=x.device, dtype=x.dtype)
     if T is not None:
-        lo, hi = (float(v) for v in torch.aminmax(t.detach()))
         slack = 4 * torch.finfo(t.dtype).eps * max(1.0, T)  # T rounded to the dtype
+        if t.device.type != "cpu":
+            # no host sync on an accelerator (this runs at every network call of a sampler): the
+            # check runs on the device and a violation fails the next synchronising call
+            inside = ((t.detach() >= 0.0) & (t.detach() <= T + slack)).all()
+            torch._assert_async(inside, f"{name} must lie in [0, T={T}]")
+            return t
+        lo, hi = (float(v) for v in torch.aminmax(t.detach()))
         if not (lo >= 0.0 and hi <= T + slack):
             raise ValueError(f"{name} must lie in [0, T={T}], got values in [{lo:g}, {hi:g}]")
     return t

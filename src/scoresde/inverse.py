@@ -45,7 +45,6 @@ from ._checks import check_number, check_shape, expand_to, randn_like
 from .noise import SampleNoise
 from .operators import ChannelMean, LinearOperator, MaskOperator, as_operator
 from .sampling import sample
-from .sampling._common import coeffs
 from .sampling.loop import StepInfo
 from .score import x0_from_score
 from .sde import SDE, ScoreFn
@@ -72,7 +71,7 @@ def noised_measurement(
     r"""A draw of :math:`A x_s` given :math:`A x_0 = y`: :math:`\alpha(s) y + \sigma(s) A z` (``y`` at ``s = 0``)."""
     if s == 0.0:
         return y
-    alpha, sigma = coeffs(sde, s)  # host floats: no device sync inside the loop
+    alpha, sigma, _ = sde.schedule.coeffs(s)  # host floats: no device sync inside the loop
     return alpha * y + sigma * op.forward(randn_like(x, generator))
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ._checks import TimeLike, batch_time, check_data, check_output, expand_to, randn
+from .schedule import Schedule, bisect_increasing
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """A score function ``s(x, t) -> tensor shaped like x`` approximating grad_x log p_t(x)."""
@@ -83,6 +84,23 @@ class SDE(abc.ABC):
         ones = torch.ones(like.shape[0], 1, dtype=like.dtype, device=like.device)
         mean, std = self.marginal_prob(ones, t)
         return mean[:, 0], std
+
+    @property
+    def schedule(self) -> Schedule:
+        r"""The schedule view: :math:`\alpha, \sigma, \lambda` and inverses (:class:`~scoresde.schedule.Schedule`)."""
+        return Schedule(self)
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        r"""The time with :math:`\lambda(t) = \log(\alpha(t)/\sigma(t)) =` ``lam`` (elementwise, 1-D).
+
+        The default bisects on ``[0, T]`` (it assumes :math:`\lambda` decreases in ``t``, true for
+        any SDE that adds noise); VP, sub-VP and VE override it with closed forms.
+        """
+        return bisect_increasing(lambda t: -self.schedule._log_snr(t), -lam, 0.0, self.T)
+
+    def t_from_sigma(self, sigma: Tensor) -> Tensor:
+        r"""The time with kernel std :math:`\sigma(t) =` ``sigma`` (elementwise, 1-D; bisection by default)."""
+        return bisect_increasing(lambda t: self.schedule._coeffs(t)[1], sigma, 0.0, self.T)
 
     def prior_std(self) -> float:
         """Standard deviation of the isotropic Gaussian prior ``p_T``."""
@@ -216,6 +234,10 @@ class _LinearBetaSDE(SDE):
         r""":math:`\int_0^t \beta(s)\,ds = \beta_0 t + \tfrac12(\beta_1-\beta_0)t^2`."""
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
+    def t_from_integral_beta(self, ib: Tensor) -> Tensor:
+        r"""Invert :meth:`integral_beta`: :math:`t = 2B / (\beta_0 + \sqrt{\beta_0^2 + 2(\beta_1-\beta_0)B})`."""
+        return 2.0 * ib / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * (self.beta_max - self.beta_min) * ib))
+
     def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         alpha, sigma = self.marginal_coeffs(t, x0)
         return expand_to(alpha, x0) * x0, sigma
@@ -242,6 +264,14 @@ class VPSDE(_LinearBetaSDE):
         t = self._time(t, like)
         ib = self.integral_beta(t)
         return torch.exp(-0.5 * ib), torch.sqrt(-torch.expm1(-ib))
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        r"""Closed form: :math:`e^{-2\lambda} = e^{B(t)} - 1`, so :math:`B = \mathrm{softplus}(-2\lambda)`."""
+        return self.t_from_integral_beta(torch.nn.functional.softplus(-2.0 * lam))
+
+    def t_from_sigma(self, sigma: Tensor) -> Tensor:
+        r"""Closed form: :math:`\sigma^2 = 1 - e^{-B(t)}`, so :math:`B = -\log(1 - \sigma^2)`."""
+        return self.t_from_integral_beta(-torch.log1p(-(sigma**2)))
 
     def discrete_betas(self) -> Tensor:
         """DDPM's betas, ``linspace(beta_min/N, beta_max/N, N)`` (float64, CPU)."""
@@ -292,6 +322,16 @@ class SubVPSDE(_LinearBetaSDE):
         ib = self.integral_beta(t)
         return torch.exp(-0.5 * ib), -torch.expm1(-ib)
 
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        r"""Closed form: with :math:`\sigma = 1 - \alpha^2` and :math:`\sigma = \alpha e^{-\lambda}`,
+        :math:`\sigma = 2e^{-\lambda} / (e^{-\lambda} + \sqrt{e^{-2\lambda} + 4})`, then :meth:`t_from_sigma`."""
+        e = torch.exp(-lam)
+        return self.t_from_sigma(2.0 * e / (e + torch.sqrt(e * e + 4.0)))
+
+    def t_from_sigma(self, sigma: Tensor) -> Tensor:
+        r"""Closed form: :math:`\sigma = 1 - e^{-B(t)}`, so :math:`B = -\log(1 - \sigma)`."""
+        return self.t_from_integral_beta(-torch.log1p(-sigma))
+
 
 class VESDE(SDE):
     r"""Variance-exploding SDE, the continuous limit of SMLD / NCSN.
@@ -332,6 +372,14 @@ class VESDE(SDE):
 
     def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         return x0, self.marginal_coeffs(t, x0)[1]
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        r"""Closed form: :math:`\lambda = -\log\sigma(t)`."""
+        return self.t_from_sigma(torch.exp(-lam))
+
+    def t_from_sigma(self, sigma: Tensor) -> Tensor:
+        r"""Closed form: :math:`t = \log(\sigma/\sigma_{min}) / \log(\sigma_{max}/\sigma_{min})`."""
+        return torch.log(sigma / self.sigma_min) / math.log(self.sigma_max / self.sigma_min)
 
     def prior_std(self) -> float:
         return self.sigma_max

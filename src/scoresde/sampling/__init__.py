@@ -9,8 +9,17 @@
 ``"pc"``                      predictor-corrector (Langevin / ALD corrector)
 ``"ode"``                     probability-flow ODE: adaptive ``rk45`` or fixed-step
 ``"ddim"``                    DDIM on the kernel (``eta`` for stochasticity)
+``"dpm_solver++"``            DPM-Solver++ (data prediction), ``order`` 1-3, multi/singlestep
+``"dpm_solver"``              DPM-Solver (noise prediction), ``order`` 1-3, multi/singlestep
+``"unipc"``                   UniPC (bh2 predictor-corrector), ``order`` 1-3
+``"edm_heun"``                EDM's Heun sampler (Karras et al. 2022), ``churn``
+``"sde_dpm_solver++"``        SDE-DPM-Solver++(2M), stochastic
 ``"adaptive_sde"``            adaptive reverse SDE (Jolicoeur-Martineau et al. 2021)
 ============================  =====================================================
+
+For the fast solvers (``dpm_solver++`` to ``sde_dpm_solver++``) ``steps`` is the total NFE
+budget, the final denoising evaluation included (default 20); for the others it is the
+number of grid steps.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from ..noise import SampleNoise
 from ..score import CountedScore, x0_from_score
 from ..sde import SDE, VESDE, ScoreFn
 from .adaptive_sde import adaptive_sde
-from .grids import GRIDS, time_grid
+from .edm import edm_heun
+from .exponential import dpm_solver, dpm_solver_pp, sde_dpm_solver_pp, unipc
+from .grids import DEFAULT_RHO, GRIDS, Grid, check_grid, time_grid
 from .loop import Callback, ReplaceFn, StepInfo, run_steps
 from .ode_samplers import ddim, ode, probability_flow_ode
 from .sde_samplers import (
@@ -50,9 +61,31 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "pc": pc,
     "ode": ode,
     "ddim": ddim,
+    "dpm_solver++": dpm_solver_pp,
+    "dpm_solver": dpm_solver,
+    "unipc": unipc,
+    "edm_heun": edm_heun,
+    "sde_dpm_solver++": sde_dpm_solver_pp,
     "adaptive_sde": adaptive_sde,
 }
-_COMMON = ("generator", "progress", "callback", "replace", "rows")
+FAST_DEFAULT_NFE = 20
+"""Default NFE budget of the fast solvers (their ``steps`` counts evaluations, not grid steps)."""
+
+
+def evals_per_step(sampler: str | Callable[..., Tensor], options: dict | None = None) -> int | None:
+    """Score evaluations per grid step of a fast solver (whose ``steps`` is an NFE budget); ``None`` otherwise."""
+    fn = _resolve(sampler)
+    options = options or {}
+    if fn in (dpm_solver_pp, dpm_solver):
+        return 1 if options.get("multistep", True) else int(options.get("order", 2))
+    if fn in (unipc, sde_dpm_solver_pp):
+        return 1
+    if fn is edm_heun:
+        return 2
+    return None
+
+
+_COMMON = ("generator", "progress", "callback", "replace", "rows", "budget")
 _HOOKS = ("callback", "replace")
 
 
@@ -83,7 +116,8 @@ def sample(
     denoise: bool = True,
     progress: bool = False,
     return_nfe: bool = False,
-    grid: str = "uniform",
+    grid: Grid = "uniform",
+    rho: float | None = None,
     batch_size: int | None = None,
     callback: Callback | None = None,
     replace: ReplaceFn | None = None,
@@ -96,8 +130,10 @@ def sample(
         score_fn: ``s(x, t)`` approximating the score of the perturbed data.
         shape: ``(B, *data_dims)``; may be ``None`` when ``x_init`` is given.
         sampler: a name from :data:`SAMPLERS` or a function with the same signature.
-        steps: number of grid steps (default ``sde.N``). The adaptive ``ode`` method
-            ``rk45`` and ``adaptive_sde`` choose their own steps and reject this argument.
+        steps: number of grid steps (default ``sde.N``); for the fast solvers (see
+            :func:`evals_per_step`) the NFE budget, denoising included (default 20). The
+            adaptive ``ode`` method ``rk45`` and ``adaptive_sde`` choose their own steps and
+            reject this argument.
         eps: end time (default :func:`default_eps`: 1e-5 for VE, 1e-3 otherwise).
         generator: a ``torch.Generator`` (one noise stream for the batch: the same seed
             gives the same samples for the same batching) or a
@@ -110,7 +146,9 @@ def sample(
         progress: show a tqdm progress bar.
         return_nfe: also return the number of score evaluations per sample path (with
             several batches, the largest over the batches).
-        grid: the time grid, one of :data:`GRIDS`.
+        grid: the time grid, one of :data:`GRIDS`, or an explicit decreasing sequence of
+            times from ``T`` (its last time is the end time; ``steps`` is then not given).
+        rho: the exponent of the ``karras`` grid (default 7).
         batch_size: draw at most this many samples at a time (bounded memory for any
             ``B``); the batches run one after the other and are concatenated.
         callback: ``callback(info)`` after every step, with a
@@ -137,15 +175,9 @@ def sample(
     if unknown:
         name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", "sampler")
         raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; it accepts {list(allowed)}")
-    eps = check_eps(default_eps(sde) if eps is None else eps, sde.T)
     adaptive = fn is adaptive_sde or (fn is ode and options.get("method", "rk45") == "rk45")
-    if fn is adaptive_sde and steps is not None:
-        raise ValueError("the adaptive_sde sampler picks its own steps; pass rtol/atol instead of steps")
-    if adaptive and steps is not None:
-        raise ValueError(
-            "the adaptive rk45 ODE solver picks its own steps; pass rtol/atol, or method='euler'|'heun'|'rk4'"
-        )
-    ts = [sde.T, eps] if adaptive else time_grid(sde, sde.N if steps is None else steps, eps, grid)
+    ts, evals = _grid(sde, fn, steps, eps, grid, rho, denoise, adaptive, options)
+    eps = ts[-1]
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     _check_generator(generator)
@@ -184,6 +216,8 @@ def sample(
         extra = {k: v for k, v in given.items() if k in params}
         if "rows" in params:
             extra["rows"] = slice(lo, hi)
+        if "budget" in params:
+            extra["budget"] = evals
         x = fn(sde, counted, x, ts, **options, **extra)
         if denoise:
             x = x0_from_score(sde, x, eps, counted(x, sde._time(eps, x)))
@@ -201,6 +235,43 @@ def sample(
         generator.draws = gen.draws  # every batch made the same draws; later draws continue the streams
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
     return (x, nfe) if return_nfe else x
+
+
+def _grid(sde: SDE, fn: Callable[..., Tensor], steps: int | None, eps: float | None, grid: Grid, rho: float | None,
+          denoise: bool, adaptive: bool, options: dict) -> tuple[list[float], int | None]:  # fmt: skip
+    """The time grid of a run and, for a fast solver, the evaluations its integration may spend."""
+    per_step = evals_per_step(fn, options)
+    if rho is not None and grid != "karras":
+        raise ValueError(f"rho sets the karras grid; it does nothing with grid={grid!r:.40}")
+    if not isinstance(grid, str):
+        if adaptive:
+            raise ValueError("the adaptive solvers pick their own steps; they take no explicit grid")
+        if steps is not None:
+            raise ValueError("pass either steps or an explicit grid (its length sets the steps), not both")
+        ts = check_grid(sde, grid)
+        if eps is not None and abs(check_eps(eps, sde.T) - ts[-1]) > 1e-12:
+            raise ValueError(f"eps={eps} differs from the explicit grid's end time {ts[-1]}")
+        return ts, None if per_step is None else per_step * (len(ts) - 1)
+    eps = check_eps(default_eps(sde) if eps is None else eps, sde.T)
+    if adaptive:
+        if steps is not None:
+            name = "adaptive_sde sampler" if fn is adaptive_sde else "adaptive rk45 ODE solver"
+            raise ValueError(f"the {name} picks its own steps; pass rtol/atol"
+                             + (", or method='euler'|'heun'|'rk4'" if fn is ode else ""))  # fmt: skip
+        return [sde.T, eps], None
+    rho = DEFAULT_RHO if rho is None else rho
+    if per_step is None:
+        return time_grid(sde, sde.N if steps is None else steps, eps, grid, rho), None
+    budget = FAST_DEFAULT_NFE if steps is None else steps
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"steps (the NFE budget of this solver) must be a positive integer, got {budget!r}")
+    evals = budget - (1 if denoise else 0)
+    grid_steps = evals // per_step if fn is edm_heun else -(-evals // per_step)
+    if grid_steps < 1:
+        least = per_step + (1 if denoise else 0)
+        raise ValueError(f"steps={budget} is below this solver's least NFE budget, {least} (steps counts "
+                         "score evaluations here, the final denoising one included)")  # fmt: skip
+    return time_grid(sde, grid_steps, eps, grid, rho), evals
 
 
 def _check_generator(generator: object) -> None:

@@ -19,14 +19,15 @@ A task plugs into the hooks; it never copies a loop, and a new sampler gets ever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..integrators import _progress
 from ..score import x0_from_score
 from ..sde import SDE, ScoreFn
-from ._common import steps_of
 
 StepFn = Callable[..., Tensor]
 
@@ -66,6 +67,11 @@ class _FirstScore:
         x, t, score = self.first
         self.first = None
         return x0_from_score(self.sde, x, t, score)
+
+
+def steps_of(ts: Sequence[float], progress: bool, desc: str = "sampling") -> Iterable[tuple[float, float]]:
+    """Consecutive ``(t, s)`` pairs of a decreasing grid, optionally under a tqdm bar."""
+    return _progress(list(itertools.pairwise(ts)), progress, desc)
 
 
 def run_steps(

@@ -20,7 +20,6 @@ from torch import Tensor
 from .._checks import check_options, randn_like
 from ..integrators import FIXED_METHODS, dopri5, one_step
 from ..sde import SDE, ScoreFn
-from ._common import coeffs
 from .loop import Callback, ReplaceFn, run_steps
 
 ODE_METHODS = ("rk45", *FIXED_METHODS)
@@ -97,7 +96,7 @@ def ddim(
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
 
     def step(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float, generator) -> Tensor:
-        (alpha_t, sigma_t), (alpha_s, sigma_s) = coeffs(sde, t), coeffs(sde, s)
+        (alpha_t, sigma_t, _), (alpha_s, sigma_s, _) = sde.schedule.coeffs(t), sde.schedule.coeffs(s)
         score = score_fn(x, sde._time(t, x))
         x0 = (x + sigma_t**2 * score) / alpha_t
         eps = -sigma_t * score

@@ -20,7 +20,6 @@ from torch import Tensor
 
 from .._checks import check_options, expand_to, randn_like
 from ..sde import SDE, VESDE, VPSDE, ScoreFn
-from ._common import coeffs
 from .loop import Callback, ReplaceFn, run_steps
 
 PredictorFn = Callable[..., Tensor]
@@ -88,7 +87,7 @@ def ancestral_step(
             "use 'reverse_diffusion', 'euler_maruyama' or 'ddim' (eta=1) instead"
         )
     score = score_fn(x, sde._time(t, x))
-    (alpha_t, sigma_t), (alpha_s, sigma_s) = coeffs(sde, t), coeffs(sde, s)
+    (alpha_t, sigma_t, _), (alpha_s, sigma_s, _) = sde.schedule.coeffs(t), sde.schedule.coeffs(s)
     if isinstance(sde, VESDE):
         jump = sigma_t**2 - sigma_s**2
         mean = x + jump * score
@@ -155,7 +154,7 @@ def ald_corrector(
 ) -> Tensor:
     r"""Annealed Langevin dynamics (NCSN): step :math:`\epsilon = 2\alpha(r\,\sigma(t))^2`."""
     tt = sde._time(t, x)
-    sigma = coeffs(sde, t)[1]
+    sigma = sde.schedule.sigma(float(t))
     step = 2 * alpha * (snr * sigma) ** 2
     for _ in range(n_steps):
         grad = score_fn(x, tt)
@@ -170,7 +169,7 @@ def corrector_alpha(sde: SDE, t_prev: float, t: float) -> float:
     r"""The corrector's :math:`\alpha`: the signal retention :math:`(\alpha(t_{prev})/\alpha(t))^2` of the
     step just taken. It is the reference code's per-step :math:`1-\beta_i` for VP, 1 for VE,
     and is defined for sub-VP and any user SDE too."""
-    return (coeffs(sde, t_prev)[0] / coeffs(sde, t)[0]) ** 2
+    return (sde.schedule.alpha(float(t_prev)) / sde.schedule.alpha(float(t))) ** 2
 
 
 # -- samplers -----------------------------------------------------------------------

@@ -1,0 +1,376 @@
+r"""Exponential-integrator solvers: DPM-Solver, DPM-Solver++, UniPC and SDE-DPM-Solver++.
+
+They need only the kernel coefficients :math:`\alpha(t), \sigma(t)` and
+:math:`\lambda(t) = \log(\alpha/\sigma)` (the SDE's :class:`~scoresde.schedule.Schedule`), so
+they serve VP, sub-VP, VE and any SDE with a Gaussian kernel. The network's score is read as a
+data prediction :math:`D = (x + \sigma^2 s_\theta)/\alpha` (DPM-Solver++, UniPC) or a noise
+prediction :math:`\epsilon = -\sigma s_\theta` (DPM-Solver). With :math:`h = \lambda_s - \lambda_t`
+the probability-flow ODE from ``t`` to ``s`` is exactly
+
+.. math::
+    x_s = \frac{\sigma_s}{\sigma_t} x_t + \sigma_s \int_{\lambda_t}^{\lambda_s} e^{\lambda} D\,d\lambda
+        = \frac{\alpha_s}{\alpha_t} x_t - \alpha_s \int_{\lambda_t}^{\lambda_s} e^{-\lambda} \epsilon\,d\lambda,
+
+and the solvers approximate :math:`D` or :math:`\epsilon` by polynomials in :math:`\lambda`
+through earlier evaluations (multistep) or intermediate ones (singlestep). The noise form is
+the data form with :math:`(\sigma, \alpha, \lambda, D)` replaced by :math:`(\alpha, \sigma, -\lambda,
+\epsilon)`, so one implementation serves both: a :class:`_Frame` holds the three numbers.
+
+Every solver is a step function run by :func:`~scoresde.sampling.loop.run_steps` (hooks
+included); multistep history lives in a closure made fresh for each call. Coefficients are
+host floats from the schedule: the loops never read a device tensor.
+
+NFE: one evaluation per step for the multistep solvers (UniPC's corrector reuses the next
+step's evaluation), ``order`` per step for the singlestep ones; :func:`scoresde.sample` sizes
+the grid so that ``steps`` is the total NFE, the final denoising evaluation included.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .._checks import check_options, randn_like
+from ..sde import SDE, ScoreFn
+from .loop import Callback, ReplaceFn, run_steps
+
+PREDICTIONS = ("data", "noise")
+LOWER_ORDER_FINAL_BELOW = 15
+"""Below this many steps, ``lower_order_final`` lowers the order of the last steps (as DPM-Solver does)."""
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """``x_s = (scale_s/scale_t) x_t - mult_s * ...`` in ``lam``: (σ, α, λ) for data, (α, σ, -λ) for noise."""
+
+    scale: float
+    mult: float
+    lam: float
+
+
+def _frame(sde: SDE, t: float, prediction: str) -> _Frame:
+    alpha, sigma, lam = sde.schedule.coeffs(t)
+    return _Frame(sigma, alpha, lam) if prediction == "data" else _Frame(alpha, sigma, -lam)
+
+
+def _model(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, prediction: str) -> Tensor:
+    r"""The data prediction :math:`(x + \sigma_t^2 s)/\alpha_t` or the noise prediction :math:`-\sigma_t s`."""
+    alpha, sigma, _ = sde.schedule.coeffs(t)
+    score = score_fn(x, sde._time(t, x))
+    return (x + sigma**2 * score) / alpha if prediction == "data" else -sigma * score
+
+
+def check_solver_options(order: int, prediction: str, top: int = 3) -> None:
+    if isinstance(order, bool) or order not in range(1, top + 1):
+        allowed = "1, 2 or 3" if top == 3 else "1 or 2"
+        raise ValueError(f"order must be {allowed}, got {order!r}")
+    check_options("prediction", prediction, PREDICTIONS)
+
+
+def step_order(order: int, index: int, history: int, steps: int, lower_order_final: bool) -> int:
+    """Order of step ``index`` of ``steps``: at most the outputs available, lowered at the end of short runs."""
+    k = min(order, history)
+    if lower_order_final and steps < LOWER_ORDER_FINAL_BELOW:
+        k = min(k, steps - index)
+    return max(k, 1)
+
+
+# -- DPM-Solver and DPM-Solver++ -------------------------------------------------------------------
+def multistep_update(x: Tensor, ft: _Frame, fs: _Frame, history: Sequence[tuple[float, Tensor]],
+                     order: int) -> Tensor:  # fmt: skip
+    r"""One multistep DPM-Solver(++) step of ``order`` from ``t`` (frame ``ft``) to ``s``.
+
+    ``history`` holds ``(lam, output)`` of the latest evaluations, newest last (at ``t``). With
+    :math:`\varphi_1 = e^{-h} - 1`, :math:`\varphi_2 = \varphi_1/h + 1`, :math:`\varphi_3 = \varphi_2/h - 1/2`:
+
+    * order 1 (DDIM): :math:`x_s = \frac{\sigma_s}{\sigma_t}x_t - \alpha_s\varphi_1 D_t`;
+    * order 2: minus :math:`\frac{\alpha_s\varphi_1}{2r}(D_t - D_{t'})`, :math:`r = (\lambda_t - \lambda_{t'})/h`;
+    * order 3: plus :math:`\alpha_s(\varphi_2 D_1 - \varphi_3 D_2)` with the divided differences
+      :math:`D_1, D_2` of the last three outputs (Lu et al. 2022, Algorithm 2 and appendix).
+    """
+    h = fs.lam - ft.lam
+    phi1 = math.expm1(-h)
+    m0 = history[-1][1]
+    out = (fs.scale / ft.scale) * x - (fs.mult * phi1) * m0
+    if order == 2:
+        r = (ft.lam - history[-2][0]) / h
+        out = out - (0.5 * fs.mult * phi1 / r) * (m0 - history[-2][1])
+    elif order == 3:
+        (l2, m2), (l1, m1) = history[-3], history[-2]
+        r0, r1 = (ft.lam - l1) / h, (l1 - l2) / h
+        d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+        d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi2 = phi1 / h + 1.0
+        phi3 = phi2 / h - 0.5
+        out = out + (fs.mult * phi2) * d1 - (fs.mult * phi3) * d2
+    return out
+
+
+def singlestep_update(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float, order: int, prediction: str,
+                      m_t: Tensor | None = None) -> Tensor:  # fmt: skip
+    r"""One singlestep DPM-Solver(++) step (order evaluations) from ``t`` to ``s``.
+
+    Order 2 evaluates at :math:`\lambda_t + h/2`; order 3 at :math:`\lambda_t + h/3` and
+    :math:`\lambda_t + 2h/3` (Lu et al. 2022, DPM-Solver-2 and -3):
+
+    .. math::
+        x_{u_1} = \tfrac{\sigma_{u_1}}{\sigma_t}x_t - \alpha_{u_1}\varphi_1(r_1h) D_t,\quad
+        x_{u_2} = \tfrac{\sigma_{u_2}}{\sigma_t}x_t - \alpha_{u_2}\varphi_1(r_2h) D_t
+                  + \tfrac{r_2}{r_1}\alpha_{u_2}\varphi_2(r_2h)(D_{u_1} - D_t),
+
+    .. math:: x_s = \tfrac{\sigma_s}{\sigma_t}x_t - \alpha_s\varphi_1(h) D_t + \tfrac{1}{r_2}\alpha_s\varphi_2(h)(D_{u_2} - D_t).
+    """
+    ft, fs = _frame(sde, t, prediction), _frame(sde, s, prediction)
+    m_t = _model(sde, score_fn, x, t, prediction) if m_t is None else m_t
+    h = fs.lam - ft.lam
+
+    def sign(lam: float) -> float:  # back from the frame's log-ratio to lambda
+        return lam if prediction == "data" else -lam
+
+    def moved(r: float, extra: Tensor | None = None, coef: float = 0.0) -> tuple[float, Tensor]:
+        u = sde.schedule.t_from_log_snr(sign(ft.lam + r * h))
+        fu = _frame(sde, u, prediction)
+        hu = fu.lam - ft.lam
+        xu = (fu.scale / ft.scale) * x - (fu.mult * math.expm1(-hu)) * m_t
+        if extra is not None:
+            xu = xu + (coef * fu.mult * (math.expm1(-hu) / hu + 1.0)) * extra
+        return u, xu
+
+    phi1 = math.expm1(-h)
+    out = (fs.scale / ft.scale) * x - (fs.mult * phi1) * m_t
+    if order == 1:
+        return out
+    if order == 2:
+        u, xu = moved(0.5)
+        m_u = _model(sde, score_fn, xu, u, prediction)
+        return out - (fs.mult * phi1) * (m_u - m_t)  # 0.5 / r1 = 1
+    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
+    u1, x_u1 = moved(r1)
+    m_u1 = _model(sde, score_fn, x_u1, u1, prediction)
+    u2, x_u2 = moved(r2, m_u1 - m_t, r2 / r1)
+    m_u2 = _model(sde, score_fn, x_u2, u2, prediction)
+    return out + (fs.mult * (phi1 / h + 1.0) / r2) * (m_u2 - m_t)
+
+
+def singlestep_orders(order: int, budget: int) -> list[int]:
+    """Orders of the singlestep steps spending exactly ``budget`` evaluations: ``order`` each, the remainder last."""
+    full, rest = divmod(budget, order)
+    return [order] * full + ([rest] if rest else [])
+
+
+def _dpm(sde, score_fn, x, ts, order, multistep, lower_order_final, prediction, budget, generator, progress,
+         callback, replace, rows):  # fmt: skip
+    steps = len(ts) - 1
+    if not multistep:
+        orders = singlestep_orders(order, budget) if budget is not None else [order] * steps
+        if len(orders) != steps:
+            raise ValueError(f"singlestep order {order} with a budget of {budget} evaluations needs "
+                             f"{len(orders)} steps, the grid has {steps}")  # fmt: skip
+        index = iter(orders)
+
+        def single(sde, score_fn, x, t, s, generator):
+            return singlestep_update(sde, score_fn, x, t, s, next(index), prediction)
+
+        return run_steps(single, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+    history: list[tuple[float, Tensor]] = []
+    state = {"index": 0}
+
+    def multi(sde, score_fn, x, t, s, generator):
+        ft, fs = _frame(sde, t, prediction), _frame(sde, s, prediction)
+        history.append((ft.lam, _model(sde, score_fn, x, t, prediction)))
+        del history[:-3]
+        k = step_order(order, state["index"], len(history), steps, lower_order_final)
+        state["index"] += 1
+        return multistep_update(x, ft, fs, history, k)
+
+    return run_steps(multi, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+
+
+def dpm_solver_pp(
+    sde: SDE,
+    score_fn: ScoreFn,
+    x: Tensor,
+    ts: Sequence[float],
+    *,
+    order: int = 2,
+    multistep: bool = True,
+    lower_order_final: bool = True,
+    budget: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    callback: Callback | None = None,
+    replace: ReplaceFn | None = None,
+    rows: slice | None = None,
+) -> Tensor:
+    r"""DPM-Solver++ (Lu et al. 2022): the probability-flow ODE in data prediction :math:`D`.
+
+    ``order`` 1 (DDIM), 2 or 3; ``multistep=True`` (Adams-Bashforth-like, one evaluation per
+    step, the recommended default) or ``False`` (singlestep, ``order`` evaluations per step).
+    ``lower_order_final`` lowers the order of the last steps of short runs (< 15 steps).
+    ``budget`` (set by :func:`scoresde.sample`) is the number of evaluations of a singlestep
+    run; the remainder goes to a final lower-order step. See :func:`multistep_update` and
+    :func:`singlestep_update` for the formulas.
+    """
+    check_solver_options(order, "data")
+    return _dpm(sde, score_fn, x, ts, order, bool(multistep), bool(lower_order_final), "data", budget, generator,
+                progress, callback, replace, rows)  # fmt: skip
+
+
+def dpm_solver(
+    sde: SDE,
+    score_fn: ScoreFn,
+    x: Tensor,
+    ts: Sequence[float],
+    *,
+    order: int = 2,
+    multistep: bool = True,
+    lower_order_final: bool = True,
+    budget: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    callback: Callback | None = None,
+    replace: ReplaceFn | None = None,
+    rows: slice | None = None,
+) -> Tensor:
+    r"""DPM-Solver (Lu et al. 2022): as :func:`dpm_solver_pp` in noise prediction :math:`\epsilon = -\sigma s_\theta`:
+    :math:`x_s = \frac{\alpha_s}{\alpha_t}x_t - \sigma_s(e^{h} - 1)\epsilon_t` at order 1, and so on."""
+    check_solver_options(order, "noise")
+    return _dpm(sde, score_fn, x, ts, order, bool(multistep), bool(lower_order_final), "noise", budget, generator,
+                progress, callback, replace, rows)  # fmt: skip
+
+
+# -- UniPC -------------------------------------------------------------------------------------------
+def unipc_coefficients(rks: Sequence[float], hh: float, order: int) -> tuple[list[float], list[float]]:
+    r"""UniPC's B(h) = bh2 weights (Zhao et al. 2023): ``(rhos_p, rhos_c)`` for predictor and corrector.
+
+    ``rks``: the ratios :math:`r_k = (\lambda_{k} - \lambda_t)/h` of the ``order - 1`` earlier
+    outputs, then 1 (the new one). With :math:`\hat h = -h`, :math:`B = e^{\hat h} - 1` and
+    :math:`\varphi_{k+1} = \varphi_k/\hat h - 1/k!` from :math:`\varphi_1 = (e^{\hat h}-1)/\hat h - 1`,
+    :math:`b_i = \varphi_i\, i!/B`; ``rhos_c`` solves :math:`R\rho = b` with :math:`R_{ij} = r_j^{i}`
+    and ``rhos_p`` the system without the new output (``[1/2]`` at order 2).
+    """
+    phi_k = math.expm1(hh) / hh - 1.0
+    b_h = math.expm1(hh)
+    b, factorial = [], 1.0
+    for i in range(1, order + 1):
+        b.append(phi_k * factorial / b_h)
+        factorial *= i + 1
+        phi_k = phi_k / hh - 1.0 / factorial
+    if order == 1:
+        return [], [0.5]
+    R = torch.tensor([[r**i for r in rks] for i in range(order)], dtype=torch.float64)
+    bb = torch.tensor(b, dtype=torch.float64)
+    rhos_c = torch.linalg.solve(R, bb).tolist()
+    rhos_p = [0.5] if order == 2 else torch.linalg.solve(R[:-1, :-1], bb[:-1]).tolist()
+    return rhos_p, rhos_c
+
+
+def unipc(
+    sde: SDE,
+    score_fn: ScoreFn,
+    x: Tensor,
+    ts: Sequence[float],
+    *,
+    order: int = 2,
+    prediction: str = "data",
+    lower_order_final: bool = True,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    callback: Callback | None = None,
+    replace: ReplaceFn | None = None,
+    rows: slice | None = None,
+) -> Tensor:
+    r"""UniPC (Zhao et al. 2023), bh2 variant: a multistep predictor UniP-``order`` and the corrector UniC.
+
+    Each step predicts :math:`\tilde x_s = \frac{\sigma_s}{\sigma_t}x_t - \alpha_s\varphi_1 D_t
+    - \alpha_s B(h)\sum_k \rho^p_k D_k` (:math:`D_k = (D_{t_k} - D_t)/r_k`), evaluates
+    :math:`D_s` there (the next step's evaluation), and corrects
+    :math:`x_s = \tilde x_s + \alpha_s B(h)(\sum_k \rho^p_k D_k - \sum_k\rho^c_k D_k - \rho^c_{new}(D_s - D_t))`;
+    the last step is not corrected (it would cost an evaluation). One evaluation per step.
+    ``prediction="noise"`` runs the same scheme on :math:`\epsilon`.
+    """
+    check_solver_options(order, prediction)
+    steps = len(ts) - 1
+    history: list[tuple[float, Tensor]] = []
+    state = {"index": 0}
+
+    def step(sde, score_fn, x, t, s, generator):
+        ft, fs = _frame(sde, t, prediction), _frame(sde, s, prediction)
+        if not history:
+            history.append((ft.lam, _model(sde, score_fn, x, t, prediction)))
+        index = state["index"]
+        state["index"] += 1
+        k = step_order(order, index, len(history), steps, lower_order_final)
+        h = fs.lam - ft.lam
+        hh = -h
+        m0 = history[-1][1]
+        rks = [(lam - ft.lam) / h for lam, _ in history[-k:-1]]
+        diffs = [(m - m0) / r for (_, m), r in zip(history[-k:-1], rks, strict=True)]
+        rhos_p, rhos_c = unipc_coefficients([*rks, 1.0], hh, k)
+        b_h = math.expm1(hh)
+        base = (fs.scale / ft.scale) * x - (fs.mult * math.expm1(hh)) * m0
+        pred = base
+        for rho, d in zip(rhos_p, diffs, strict=False):
+            pred = pred - (fs.mult * b_h * rho) * d
+        if index == steps - 1:
+            return pred
+        m_s = _model(sde, score_fn, pred, s, prediction)
+        out = base - (fs.mult * b_h * rhos_c[-1]) * (m_s - m0)
+        for rho, d in zip(rhos_c[:-1], diffs, strict=True):
+            out = out - (fs.mult * b_h * rho) * d
+        history.append((fs.lam, m_s))
+        del history[:-3]
+        return out
+
+    return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+
+
+# -- SDE-DPM-Solver++ ------------------------------------------------------------------------------
+def sde_dpm_solver_pp(
+    sde: SDE,
+    score_fn: ScoreFn,
+    x: Tensor,
+    ts: Sequence[float],
+    *,
+    order: int = 2,
+    lower_order_final: bool = True,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    callback: Callback | None = None,
+    replace: ReplaceFn | None = None,
+    rows: slice | None = None,
+) -> Tensor:
+    r"""SDE-DPM-Solver++(2M) (Lu et al. 2022): the reverse SDE in data prediction, one evaluation per step.
+
+    .. math::
+        x_s = \frac{\sigma_s}{\sigma_t}e^{-h}x_t + \alpha_s(1 - e^{-2h})\big(D_t + \tfrac{1}{2r}(D_t - D_{t'})\big)
+              + \sigma_s\sqrt{1 - e^{-2h}}\,z
+
+    (the second-order term only at ``order=2``, the midpoint form; :math:`r = (\lambda_t - \lambda_{t'})/h`).
+    """
+    check_solver_options(order, "data", top=2)
+    steps = len(ts) - 1
+    history: list[tuple[float, Tensor]] = []
+    state = {"index": 0}
+
+    def step(sde, score_fn, x, t, s, generator):
+        ft, fs = _frame(sde, t, "data"), _frame(sde, s, "data")
+        history.append((ft.lam, _model(sde, score_fn, x, t, "data")))
+        del history[:-2]
+        k = step_order(order, state["index"], len(history), steps, lower_order_final)
+        state["index"] += 1
+        h = fs.lam - ft.lam
+        keep = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
+        m0 = history[-1][1]
+        if k == 2:
+            r = (ft.lam - history[-2][0]) / h
+            m0 = m0 + (0.5 / r) * (m0 - history[-2][1])
+        out = (fs.scale / ft.scale * math.exp(-h)) * x + (fs.mult * keep) * m0
+        return out + (fs.scale * math.sqrt(keep)) * randn_like(x, generator)
+
+    return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
