@@ -123,7 +123,9 @@ def singlestep_update(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float
         x_{u_2} = \tfrac{\sigma_{u_2}}{\sigma_t}x_t - \alpha_{u_2}\varphi_1(r_2h) D_t
                   + \tfrac{r_2}{r_1}\alpha_{u_2}\varphi_2(r_2h)(D_{u_1} - D_t),
 
-    .. math:: x_s = \tfrac{\sigma_s}{\sigma_t}x_t - \alpha_s\varphi_1(h) D_t + \tfrac{1}{r_2}\alpha_s\varphi_2(h)(D_{u_2} - D_t).
+    .. math::
+        x_s = \tfrac{\sigma_s}{\sigma_t}x_t - \alpha_s\varphi_1(h) D_t
+              + \tfrac{1}{r_2}\alpha_s\varphi_2(h)(D_{u_2} - D_t).
     """
     ft, fs = _frame(sde, t, prediction), _frame(sde, s, prediction)
     m_t = _model(sde, score_fn, x, t, prediction) if m_t is None else m_t
