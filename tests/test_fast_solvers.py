@@ -207,20 +207,13 @@ def test_the_callback_sees_every_step(sampler, options, grid_steps):
         assert torch.equal(seen[-1].x, x)
 
 
-EDM_NO_X0 = pytest.mark.xfail(
-    strict=True,
-    reason="bug: edm_heun's denoiser closes over the score function given to edm_heun, not the one run_steps hands "
-    "to each step, so the callback's recorder never sees an evaluation: every StepInfo.x0_hat is None",
-)
-
-
 @pytest.mark.parametrize(("sampler", "options"), [
     ("dpm_solver++", {}),
     ("dpm_solver", {"order": 3}),
     ("dpm_solver++", {"order": 2, "multistep": False}),
     ("dpm_solver", {"order": 3, "multistep": False}),
     ("sde_dpm_solver++", {}),
-    pytest.param("edm_heun", {}, marks=EDM_NO_X0),
+    ("edm_heun", {}),
 ])  # fmt: skip
 def test_the_denoised_estimate_is_tweedie_at_each_step_start(sampler, options):
     """These solvers evaluate the score at the step's start first, so the callback's x0_hat is Tweedie there.
@@ -451,12 +444,6 @@ def test_bad_solver_options_are_one_line_errors_before_any_evaluation(kind, matc
     one_line_error(kind, match, **kw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: for a singlestep solver the 'least NFE budget' of the message is order + 1 (3 for order 2, 4 for "
-    "order 3), but a budget of 2 runs (one lower-order step, as test_singlestep_solvers_spend_exactly_the_budget "
-    "shows)",
-)
 @pytest.mark.parametrize("order", [2, 3])
 def test_the_least_singlestep_budget_is_stated_correctly(order):
     assert run_nfe(SDES["vp"], "dpm_solver", steps=2, order=order, multistep=False) == 2

@@ -148,15 +148,7 @@ def test_user_sde_gets_bisection_inverses():
     torch.testing.assert_close(steps, steps.mean().expand(10), rtol=1e-9, atol=0)
 
 
-SUBVP_NAN = pytest.mark.xfail(
-    strict=True,
-    reason="bug: SubVPSDE.t_from_log_snr gives NaN below lambda ~ -18.4 (e.g. -19, -40; lambda(T) = -5.03): its "
-    "sigma = 2e/(e + sqrt(e^2 + 4)) rounds to 1.0, -log1p(-1) = inf and t_from_integral_beta(inf) = inf/inf = NaN, "
-    "which clamp(0, T) keeps; VP and VE give T",
-)
-
-
-@pytest.mark.parametrize("name", ["vp", pytest.param("subvp", marks=SUBVP_NAN), "ve", "cosine"])
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve", "cosine"])
 def test_inverses_are_clamped_to_the_time_range(name):
     sde = CosineSDE() if name == "cosine" else SDES[name]
     schedule = sde.schedule
@@ -181,15 +173,7 @@ def test_sigma_outside_the_ve_range_is_clamped():
     assert schedule.t_from_edm_sigma(1e-9) == 0.0
 
 
-LIMIT_NAN = pytest.mark.xfail(
-    strict=True,
-    reason="bug: at the limits t -> infinity (lambda = -inf, sigma = 1 for VP and sub-VP) the closed forms give "
-    "NaN (t_from_integral_beta(inf) = inf/inf) instead of clamping to T as VE and the bisection do",
-)
-
-
-@pytest.mark.parametrize("name", [pytest.param("vp", marks=LIMIT_NAN), pytest.param("subvp", marks=LIMIT_NAN),
-                                  "ve", "cosine"])  # fmt: skip
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve", "cosine"])
 def test_limits_of_the_inverses_clamp(name):
     sde = CosineSDE() if name == "cosine" else SDES[name]
     schedule = sde.schedule
@@ -199,11 +183,6 @@ def test_limits_of_the_inverses_clamp(name):
         assert schedule.t_from_sigma(1.0) == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Schedule.t_from_edm_sigma(0.0) raises 'math domain error' (math.log(0)) for a float, while a zero "
-    "tensor gives t = 0 (lambda = +inf): the float and tensor paths disagree",
-)
 @pytest.mark.parametrize("name", ["vp", "ve"])
 def test_zero_edm_sigma_is_time_zero_as_a_float_and_as_a_tensor(name):
     schedule = SDES[name].schedule
@@ -236,16 +215,7 @@ def test_float_in_float_out_and_tensor_shape_and_dtype_kept(name, method):
             torch.testing.assert_close(res.double(), torch.full(shape, out, dtype=torch.float64), rtol=tol, atol=tol)
 
 
-BOOL_ACCEPTED = pytest.mark.xfail(
-    strict=True,
-    reason="bug: Schedule.t_from_edm_sigma(True) returns 0.259 for VP (True read as 1.0) and a string fails inside "
-    "torch.log ('argument input must be Tensor'), where every other method raises 'expected a number or a tensor'",
-)
-
-
-@pytest.mark.parametrize(
-    "method", [pytest.param(m, marks=BOOL_ACCEPTED) if m == "t_from_edm_sigma" else m for m in METHODS]
-)
+@pytest.mark.parametrize("method", METHODS)
 def test_bools_and_strings_are_refused(method):
     fn = getattr(SDES["vp"].schedule, method)
     with pytest.raises(TypeError, match="number or a tensor"):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def evaluate(
     use_ema: bool = True,
     likelihood: bool | None = None,
     inception: str | Path | None = None,
-    grid: str = "uniform",
+    grid: str | Sequence[float] = "uniform",
     progress: bool = False,
 ) -> tuple[dict[str, Any], Tensor]:
     """Sample a checkpoint and score the samples; returns ``(report, samples)``.
@@ -82,7 +82,7 @@ def evaluate(
     adaptive = is_adaptive(sampler, options)
     if adaptive and steps is not None:
         raise ValueError("the adaptive ode method rk45 picks its own steps; pass rtol/atol options instead of steps")
-    steps = None if adaptive else (steps or cfg.sampling.steps)
+    steps = None if adaptive or not isinstance(grid, str) else (steps or cfg.sampling.steps)
     score = build_score(model, sde, cfg)
 
     rank, world = init_from_env()

@@ -19,7 +19,6 @@ fall back to bisection for a user SDE that does not override them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, overload
 
@@ -98,21 +97,21 @@ class Schedule:
     @overload
     def t_from_log_snr(self, lam: Tensor) -> Tensor: ...
     def t_from_log_snr(self, lam):
-        return self._map(lam, lambda v: self.sde.t_from_log_snr(v).clamp(0.0, self.sde.T), check=False)
+        return self._map(lam, lambda v: self.sde.t_from_log_snr(v).clamp(0.0, self.sde.T))
 
     @overload
     def t_from_sigma(self, sigma: float) -> float: ...
     @overload
     def t_from_sigma(self, sigma: Tensor) -> Tensor: ...
     def t_from_sigma(self, sigma):
-        return self._map(sigma, lambda v: self.sde.t_from_sigma(v).clamp(0.0, self.sde.T), check=False)
+        return self._map(sigma, lambda v: self.sde.t_from_sigma(v).clamp(0.0, self.sde.T))
 
     @overload
     def t_from_edm_sigma(self, sigma: float) -> float: ...
     @overload
     def t_from_edm_sigma(self, sigma: Tensor) -> Tensor: ...
     def t_from_edm_sigma(self, sigma):
-        return self.t_from_log_snr(-math.log(sigma) if isinstance(sigma, (int, float)) else -torch.log(sigma))
+        return self._map(sigma, lambda v: self.sde.t_from_log_snr(-torch.log(v)).clamp(0.0, self.sde.T))
 
     def coeffs(self, t: float) -> tuple[float, float, float]:
         r"""``(alpha, sigma, log_snr)`` at the time ``t`` as host floats, in one evaluation."""
@@ -128,7 +127,7 @@ class Schedule:
         alpha, sigma = self._coeffs(t)
         return torch.log(alpha) - torch.log(sigma)
 
-    def _map(self, value, fn: Callable[[Tensor], Tensor], check: bool = True):
+    def _map(self, value, fn: Callable[[Tensor], Tensor]):
         """Apply ``fn`` (on a flat tensor) to a number (float64 on the host) or to a tensor of any shape."""
         if isinstance(value, Tensor):
             flat = value.reshape(-1)

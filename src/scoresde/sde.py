@@ -236,7 +236,8 @@ class _LinearBetaSDE(SDE):
 
     def t_from_integral_beta(self, ib: Tensor) -> Tensor:
         r"""Invert :meth:`integral_beta`: :math:`t = 2B / (\beta_0 + \sqrt{\beta_0^2 + 2(\beta_1-\beta_0)B})`."""
-        return 2.0 * ib / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * (self.beta_max - self.beta_min) * ib))
+        t = 2.0 * ib / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * (self.beta_max - self.beta_min) * ib))
+        return torch.where(torch.isinf(ib), ib, t)  # B = inf (sigma = 1, lambda = -inf): t = inf, clamped to T
 
     def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         alpha, sigma = self.marginal_coeffs(t, x0)
@@ -324,9 +325,8 @@ class SubVPSDE(_LinearBetaSDE):
 
     def t_from_log_snr(self, lam: Tensor) -> Tensor:
         r"""Closed form: with :math:`\sigma = 1 - \alpha^2` and :math:`\sigma = \alpha e^{-\lambda}`,
-        :math:`\sigma = 2e^{-\lambda} / (e^{-\lambda} + \sqrt{e^{-2\lambda} + 4})`, then :meth:`t_from_sigma`."""
-        e = torch.exp(-lam)
-        return self.t_from_sigma(2.0 * e / (e + torch.sqrt(e * e + 4.0)))
+        :math:`\sigma = 2 / (1 + \sqrt{1 + 4e^{2\lambda}})`, then :meth:`t_from_sigma`."""
+        return self.t_from_sigma(2.0 / (1.0 + torch.sqrt(1.0 + 4.0 * torch.exp(2.0 * lam))))
 
     def t_from_sigma(self, sigma: Tensor) -> Tensor:
         r"""Closed form: :math:`\sigma = 1 - e^{-B(t)}`, so :math:`B = -\log(1 - \sigma)`."""

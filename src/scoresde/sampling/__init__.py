@@ -262,16 +262,30 @@ def _grid(sde: SDE, fn: Callable[..., Tensor], steps: int | None, eps: float | N
     rho = DEFAULT_RHO if rho is None else rho
     if per_step is None:
         return time_grid(sde, sde.N if steps is None else steps, eps, grid, rho), None
-    budget = FAST_DEFAULT_NFE if steps is None else steps
+    grid_steps, evals = budget_steps(fn, FAST_DEFAULT_NFE if steps is None else steps, denoise, options)
+    return time_grid(sde, grid_steps, eps, grid, rho), evals
+
+
+def budget_steps(sampler: str | Callable[..., Tensor], budget: int, denoise: bool = True,
+                 options: dict | None = None) -> tuple[int, int]:  # fmt: skip
+    """``(grid steps, evaluations of the integration)`` of a fast solver with an NFE ``budget``.
+
+    The final denoising step takes one evaluation; a singlestep solver's last step takes the
+    remainder; EDM's Heun steps take two each (an odd budget is used whole).
+    """
+    fn = _resolve(sampler)
+    per_step = evals_per_step(fn, options)
+    if per_step is None:
+        raise ValueError(f"{getattr(fn, '__name__', fn)!r} is not a fast solver with an NFE budget")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"steps (the NFE budget of this solver) must be a positive integer, got {budget!r}")
     evals = budget - (1 if denoise else 0)
     grid_steps = evals // per_step if fn is edm_heun else -(-evals // per_step)
     if grid_steps < 1:
-        least = per_step + (1 if denoise else 0)
+        least = (per_step if fn is edm_heun else 1) + (1 if denoise else 0)
         raise ValueError(f"steps={budget} is below this solver's least NFE budget, {least} (steps counts "
                          "score evaluations here, the final denoising one included)")  # fmt: skip
-    return time_grid(sde, grid_steps, eps, grid, rho), evals
+    return grid_steps, evals
 
 
 def _check_generator(generator: object) -> None:

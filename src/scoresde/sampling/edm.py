@@ -59,7 +59,7 @@ def edm_heun(
     gamma_max = min(churn / (len(ts) - 1), math.sqrt(2.0) - 1.0)
     sigma_top = schedule.edm_sigma(sde.T)
 
-    def denoised(x_hat: Tensor, t: float) -> Tensor:
+    def denoised(score_fn: ScoreFn, x_hat: Tensor, t: float) -> Tensor:
         alpha, sigma, _ = schedule.coeffs(t)
         x_t = alpha * x_hat
         return (x_t + sigma**2 * score_fn(x_t, sde._time(t, x_t))) / alpha
@@ -74,9 +74,9 @@ def edm_heun(
             if raised > sig_t:
                 x_hat = x_hat + churn_noise * math.sqrt(raised**2 - sig_t**2) * randn_like(x_hat, generator)
                 t, sig_t = schedule.t_from_edm_sigma(raised), raised
-        d = (x_hat - denoised(x_hat, t)) / sig_t
+        d = (x_hat - denoised(score_fn, x_hat, t)) / sig_t
         x_next = x_hat + (sig_s - sig_t) * d
-        d_next = (x_next - denoised(x_next, s)) / sig_s
+        d_next = (x_next - denoised(score_fn, x_next, s)) / sig_s
         return alpha_s * (x_hat + (0.5 * (sig_s - sig_t)) * (d + d_next))
 
     return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
