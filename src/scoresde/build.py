@@ -50,6 +50,8 @@ from .integrators import ERROR_NORMS
 from .losses import REDUCTIONS, WEIGHTINGS, ddpm_loss, dsm_loss, smld_loss
 from .nets import NCSNpp, TimeMLP, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_small, ncsnpp_cifar10
 from .sampling import SAMPLERS, sampler_options
+from .sampling import is_adaptive as sampling_is_adaptive
+from .sampling.exponential import PREDICTIONS as SOLVER_PREDICTIONS
 from .sampling.ode_samplers import ODE_METHODS
 from .sampling.sde_samplers import CORRECTORS, PREDICTORS
 from .score import PREDICTIONS, TIME_INPUTS, ModelScore
@@ -138,6 +140,7 @@ OPTION_CHOICES: dict[str, tuple[str, ...]] = {
     "error_norm": tuple(ERROR_NORMS),
     "predictor": tuple(PREDICTORS),
     "corrector": tuple(CORRECTORS),
+    "prediction": tuple(SOLVER_PREDICTIONS),
 }
 OPTION_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rtol": (lambda v: v > 0, "must be > 0"),
@@ -145,6 +148,14 @@ OPTION_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "snr": (lambda v: v > 0, "must be > 0"),
     "eta": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     "corrector_steps": (lambda v: v >= 0, "must be >= 0"),
+    "order": (lambda v: 1 <= v <= 3, "must be 1, 2 or 3"),
+    "churn": (lambda v: v >= 0, "must be >= 0"),
+    "churn_min": (lambda v: v >= 0, "must be >= 0"),
+    "churn_noise": (lambda v: v >= 0, "must be >= 0"),
+    "h_init": (lambda v: v > 0, "must be > 0"),
+    "safety": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "exponent": (lambda v: v > 0, "must be > 0"),
+    "max_steps": (lambda v: v >= 1, "must be >= 1"),
 }
 
 
@@ -358,8 +369,9 @@ def parse_sampler_options(sampler: str, items: Iterable[str]) -> dict[str, Any]:
 
 
 def is_adaptive(sampler: str, options: Mapping[str, Any]) -> bool:
-    """Whether the sampler picks its own steps (the ``ode`` sampler's ``rk45`` method)."""
-    return sampler == "ode" and options.get("method", "rk45") == "rk45"
+    """Whether the named sampler picks its own steps (``adaptive_sde``, the ``ode`` sampler's ``rk45``)."""
+    check_choice("sampler", sampler, SAMPLERS)
+    return sampling_is_adaptive(sampler, dict(options))
 
 
 # -- building -----------------------------------------------------------------------------------

@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli_tasks import COMMANDS as TASKS
+from .cli_grids import COMMANDS as GRID_COMMANDS
+from .cli_grids import add_grid_parser
+from .cli_tasks import COMMANDS as TASK_COMMANDS
 from .cli_tasks import add_task_parsers
+
+TASKS = TASK_COMMANDS | GRID_COMMANDS
 
 EPILOG = """examples:
   scoresde train configs/digits_vp.toml --workdir outputs/digits
@@ -111,6 +115,17 @@ def _run_arguments(parser: argparse.ArgumentParser, config_help: str, workdir_he
     _progress_flag(parser, "while training")
 
 
+def _grid_arguments(parser: argparse.ArgumentParser, positive_float) -> None:
+    parser.add_argument(
+        "--grid",
+        default=None,
+        metavar="KIND|NAME|FILE",
+        help="time grid: uniform, quadratic, log_snr or karras, a grid saved by optimize-grid "
+        "(its name) or a grid file (default: the sampler's, log_snr for the fast solvers)",
+    )
+    parser.add_argument("--rho", type=positive_float, default=None, help="the karras grid's exponent (default 7)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog="scoresde", description="Score-based generative modeling through SDEs.", epilog=EPILOG,
@@ -134,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("checkpoint")
     sample.add_argument("--sampler", default=None, help="sampler name (default: the config's)")
     sample.add_argument("--steps", type=_positive_int, default=None,
-                        help="steps (default: the config's; not for the adaptive ode method rk45)")  # fmt: skip
+                        help="steps, the NFE budget for the fast solvers (default: the config's; not for the adaptive "
+                             "samplers adaptive_sde and ode's rk45)")  # fmt: skip
     sample.add_argument("-n", type=_positive_int, default=None, help="number of samples (default: sampling.n, 64)")
     sample.add_argument("--batch-size", type=_positive_int, default=None,
                         help="samples per batch (default: eval.batch_size); samples do not depend on it")  # fmt: skip
     sample.add_argument("--out", default="samples.png", help="output file, .png or .npz")
     sample.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
+    _grid_arguments(sample, _positive_float)
     sample.add_argument("--seed", type=_seed, default=0, help="sample i of a seed is the same in any batch or process")
     sample.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
@@ -188,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sampler", default=None, help="sampler name (default: the config's)")
     ev.add_argument("--steps", type=_positive_int, default=None, help="steps (default: the config's)")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
-    ev.add_argument("--grid", default="uniform", help="time grid: uniform, quadratic or log_snr")
+    _grid_arguments(ev, _positive_float)
     ev.add_argument("-n", type=_positive_int, default=None, help="number of samples (default: eval.n, 1000)")
     ev.add_argument("--batch-size", type=_positive_int, default=None, help="default: the config's eval.batch_size")
     ev.add_argument("--seed", type=_seed, default=0)
@@ -217,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "classifier checkpoints, log.jsonl and accuracy.json")  # fmt: skip
 
     add_task_parsers(sub, fmt, _positive_int, _positive_float, _seed, _progress_flag)
+    add_grid_parser(sub, fmt, _positive_int, _seed, _progress_flag)
 
     demo = sub.add_parser("demo", help="sample a 2-D Gaussian mixture with every sampler using its exact score",
                           formatter_class=fmt, epilog="example:\n  scoresde demo --out outputs/demo -n 5000",
@@ -349,9 +367,15 @@ def _sample(args) -> int:
     options = dict(cfg.sampling.options) if args.sampler is None else {}  # checked with the config
     options |= parse_sampler_options(sampler, args.option)
     if is_adaptive(sampler, options) and args.steps is not None:
-        raise ValueError("--steps does not apply to the adaptive ode method rk45 (it picks its own steps); "
+        raise ValueError("--steps does not apply to the adaptive samplers (adaptive_sde, ode's rk45: they pick their "
+                         "own steps); "
                          "set --option rtol=/atol=, or --option method=euler|heun|rk4 for fixed steps")  # fmt: skip
-    steps = None if is_adaptive(sampler, options) else (args.steps if args.steps is not None else cfg.sampling.steps)
+    grid, rho = _grid_choice(args, path, cfg, sampler, options)
+    steps = (
+        None
+        if is_adaptive(sampler, options) or not isinstance(grid, (str, type(None)))
+        else (args.steps if args.steps is not None else cfg.sampling.steps)
+    )
     progress = _show_progress(args.progress)
     n = args.n or cfg.sampling.n
     rank, world = init_from_env()
@@ -377,7 +401,8 @@ def _sample(args) -> int:
     for score_fn, members in groups:
         if len(members):
             x[(members - part.start).to(device)], group_nfe = sample(
-                sde, score_fn, (len(members), *shape), sampler=sampler, steps=steps, eps=eps,
+                sde, score_fn, (len(members), *shape), sampler=sampler, steps=steps, grid=grid, rho=rho,
+                eps=None if isinstance(grid, list) else eps,
                 generator=SampleNoise(args.seed, members), device=device, batch_size=batch_size, return_nfe=True,
                 progress=progress and rank == 0, **options)  # fmt: skip
             nfe = max(nfe, group_nfe)
@@ -395,6 +420,18 @@ def _sample(args) -> int:
                         nrow=plan[1] if plan and args.klass == "all" else None)  # fmt: skip
     print(f"{n} samples{what} with {sampler} ({nfe} NFE, {seconds:.1f} s) -> {out}")
     return 0
+
+
+def _grid_choice(args, path: Path, cfg, sampler: str, options: dict) -> tuple[str | list[float] | None, float | None]:
+    """``--grid`` and ``--rho`` checked against the sampler and the checkpoint, before the model loads."""
+    from .build import build_sde, is_adaptive
+    from .cli_grids import resolve_grid
+
+    if is_adaptive(sampler, options) and (args.grid is not None or args.rho is not None):
+        raise ValueError(f"--grid/--rho do not apply to the adaptive sampler {sampler!r} (it picks its own steps)")
+    if args.rho is not None and args.grid != "karras":
+        raise ValueError("--rho sets the karras grid's exponent; pass --grid karras with it")
+    return resolve_grid(args.grid, path, build_sde(cfg), args.steps is not None), args.rho
 
 
 def _class_labels(indices: torch.Tensor, klass: int | str, num_classes: int) -> torch.Tensor:
@@ -507,18 +544,17 @@ def _evaluate(args) -> int:
     from .build import check_sampler_options, is_adaptive, parse_sampler_options
     from .evaluate import evaluate, summary, write_report
     from .plotting import check_output_file
-    from .sampling import GRIDS
 
     path, cfg, device = _inference_setup(args, (".json",), data=True)
     if args.samples_out is not None:
         check_output_file(args.samples_out, (".png", ".npz"), "--samples-out")
-    if args.grid not in GRIDS:
-        raise ValueError(f"--grid must be one of {', '.join(GRIDS)}, got {args.grid!r}")
     sampler = args.sampler or cfg.sampling.sampler
     options = dict(cfg.sampling.options) if args.sampler is None else {}
     options = check_sampler_options(sampler, options | parse_sampler_options(sampler, args.option))
+    grid, rho = _grid_choice(args, path, cfg, sampler, options)
     if is_adaptive(sampler, options) and args.steps is not None:
-        raise ValueError("--steps does not apply to the adaptive ode method rk45 (it picks its own steps); "
+        raise ValueError("--steps does not apply to the adaptive samplers (adaptive_sde, ode's rk45: they pick their "
+                         "own steps); "
                          "set --option rtol=/atol=, or --option method=euler|heun|rk4 for fixed steps")  # fmt: skip
     inception = args.inception or cfg.eval.inception or None
     if inception is not None and not Path(inception).is_file():
@@ -526,7 +562,7 @@ def _evaluate(args) -> int:
                                 "pt_inception-2015-12-05-6726825d.pth; scoresde never downloads it)")  # fmt: skip
     report, x = evaluate(path, sampler=sampler, steps=args.steps, options=options, n=args.n,
                          batch_size=args.batch_size, seed=args.seed, device=str(device), use_ema=not args.no_ema,
-                         likelihood=args.likelihood, inception=inception, grid=args.grid,
+                         likelihood=args.likelihood, inception=inception, grid=grid, rho=rho,
                          progress=_show_progress(args.progress))  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

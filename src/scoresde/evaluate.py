@@ -39,7 +39,7 @@ from .data import ImageData, data_levels, to_levels, toy_data
 from .distributed import finish, gather_cat, init_from_env, shard
 from .likelihood import bits_per_dim, log_likelihood
 from .noise import LIKELIHOOD_DRAWS, SampleNoise
-from .sampling import sample
+from .sampling import default_grid, sample
 from .sde import SDE
 
 OUTSIDE_MARGIN = 0.25  # a sample is "outside" when a value leaves the data range by a quarter of its width
@@ -57,7 +57,8 @@ def evaluate(
     use_ema: bool = True,
     likelihood: bool | None = None,
     inception: str | Path | None = None,
-    grid: str | Sequence[float] = "uniform",
+    grid: str | Sequence[float] | None = None,
+    rho: float | None = None,
     progress: bool = False,
 ) -> tuple[dict[str, Any], Tensor]:
     """Sample a checkpoint and score the samples; returns ``(report, samples)``.
@@ -81,7 +82,10 @@ def evaluate(
     features = None if toy else _feature_space(cfg.data.dataset, data_shape(cfg), inception, device)
     adaptive = is_adaptive(sampler, options)
     if adaptive and steps is not None:
-        raise ValueError("the adaptive ode method rk45 picks its own steps; pass rtol/atol options instead of steps")
+        raise ValueError(
+            "the adaptive samplers (adaptive_sde, ode's rk45) pick their own steps; pass rtol/atol options instead"
+        )
+    grid = default_grid(sampler) if grid is None else grid
     steps = None if adaptive or not isinstance(grid, str) else (steps or cfg.sampling.steps)
     score = build_score(model, sde, cfg)
 
@@ -91,8 +95,9 @@ def evaluate(
     x, nfe = torch.zeros(0, *data_shape(cfg)), 0
     if part.stop > part.start:
         x, nfe = sample(sde, score, (part.stop - part.start, *data_shape(cfg)), sampler=sampler, steps=steps,
-                        eps=cfg.sampling.eps or None, generator=SampleNoise(seed, range(part.start, part.stop)),
-                        device=device, grid=grid, batch_size=batch_size, return_nfe=True,
+                        eps=None if not isinstance(grid, str) else cfg.sampling.eps or None,
+                        generator=SampleNoise(seed, range(part.start, part.stop)),
+                        device=device, grid=grid, rho=rho, batch_size=batch_size, return_nfe=True,
                         progress=progress and rank == 0, **options)  # fmt: skip
     seconds = time.perf_counter() - start
     x = gather_cat(x.cpu(), world)
@@ -103,7 +108,8 @@ def evaluate(
         "weights": "ema" if use_ema else "raw",
         "sampler": sampler,
         "steps": steps,
-        "grid": grid,
+        "grid": grid if isinstance(grid, str) else [float(t) for t in grid],
+        "rho": rho,
         "options": options,
         "n": n,
         "seed": seed,

@@ -40,6 +40,7 @@ from .exponential import dpm_solver, dpm_solver_pp, sde_dpm_solver_pp, unipc
 from .grids import DEFAULT_RHO, GRIDS, Grid, check_grid, time_grid
 from .loop import Callback, ReplaceFn, StepInfo, run_steps
 from .ode_samplers import ddim, ode, probability_flow_ode
+from .optimize import optimize_grid
 from .sde_samplers import (
     CORRECTORS,
     PREDICTORS,
@@ -70,6 +71,21 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 FAST_DEFAULT_NFE = 20
 """Default NFE budget of the fast solvers (their ``steps`` counts evaluations, not grid steps)."""
+
+
+def default_grid(sampler: str | Callable[..., Tensor]) -> str:
+    """The default grid of a sampler: ``log_snr`` for the exponential integrators, ``karras`` for
+    ``edm_heun`` (the grids their authors use), ``uniform`` (the paper's) for the others."""
+    fn = _resolve(sampler)
+    if fn is edm_heun:
+        return "karras"
+    return "log_snr" if fn in (dpm_solver_pp, dpm_solver, unipc, sde_dpm_solver_pp) else "uniform"
+
+
+def is_adaptive(sampler: str | Callable[..., Tensor], options: dict | None = None) -> bool:
+    """Whether the sampler picks its own steps (``adaptive_sde``, ``ode``'s ``rk45``): no ``steps``, no grid."""
+    fn = _resolve(sampler)
+    return fn is adaptive_sde or (fn is ode and (options or {}).get("method", "rk45") == "rk45")
 
 
 def evals_per_step(sampler: str | Callable[..., Tensor], options: dict | None = None) -> int | None:
@@ -116,7 +132,7 @@ def sample(
     denoise: bool = True,
     progress: bool = False,
     return_nfe: bool = False,
-    grid: Grid = "uniform",
+    grid: Grid | None = None,
     rho: float | None = None,
     batch_size: int | None = None,
     callback: Callback | None = None,
@@ -148,6 +164,8 @@ def sample(
             several batches, the largest over the batches).
         grid: the time grid, one of :data:`GRIDS`, or an explicit decreasing sequence of
             times from ``T`` (its last time is the end time; ``steps`` is then not given).
+            Default: :func:`default_grid` (``log_snr`` for the exponential integrators,
+            ``karras`` for ``edm_heun``, ``uniform`` for the paper's samplers).
         rho: the exponent of the ``karras`` grid (default 7).
         batch_size: draw at most this many samples at a time (bounded memory for any
             ``B``); the batches run one after the other and are concatenated.
@@ -175,7 +193,8 @@ def sample(
     if unknown:
         name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", "sampler")
         raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; it accepts {list(allowed)}")
-    adaptive = fn is adaptive_sde or (fn is ode and options.get("method", "rk45") == "rk45")
+    adaptive = is_adaptive(fn, options)
+    grid = default_grid(fn) if grid is None else grid
     ts, evals = _grid(sde, fn, steps, eps, grid, rho, denoise, adaptive, options)
     eps = ts[-1]
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
@@ -324,12 +343,20 @@ __all__ = [
     "ald_corrector",
     "ancestral",
     "ancestral_step",
+    "budget_steps",
     "ddim",
     "default_eps",
+    "default_grid",
+    "dpm_solver",
+    "dpm_solver_pp",
+    "edm_heun",
     "euler_maruyama",
     "euler_maruyama_step",
+    "evals_per_step",
+    "is_adaptive",
     "langevin_corrector",
     "ode",
+    "optimize_grid",
     "pc",
     "probability_flow_ode",
     "reverse_diffusion",
@@ -337,5 +364,7 @@ __all__ = [
     "run_steps",
     "sample",
     "sampler_options",
+    "sde_dpm_solver_pp",
     "time_grid",
+    "unipc",
 ]

@@ -220,9 +220,9 @@ def load_grid(name_or_path: str | Path, checkpoint: str | Path | None = None) ->
     if not path.is_file() and checkpoint is not None and "/" not in text:
         path = grid_dir(checkpoint) / (text if text.endswith(GRID_SUFFIX) else text + GRID_SUFFIX)
     if not path.is_file():
-        where = f" or {grid_dir(checkpoint)}" if checkpoint is not None else ""
-        raise FileNotFoundError(f"no grid {text!r}: not a grid name (uniform, quadratic, log_snr, karras), "
-                                f"a file, or a saved grid in{where} ")  # fmt: skip
+        where = f", nor a grid saved in {grid_dir(checkpoint)}" if checkpoint is not None else ""
+        raise FileNotFoundError(f"no grid {text!r}: not a grid kind (uniform, quadratic, log_snr, karras), "
+                                f"not a file{where}")  # fmt: skip
     try:
         data = json.loads(path.read_text())
         times = [float(t) for t in data["times"]]
