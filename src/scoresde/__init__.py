@@ -10,7 +10,8 @@ from .guidance import classifier_free_guided, classifier_guided
 from .inverse import colorize, inpaint, solve_inverse
 from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, interpolate, log_likelihood, slerp
 from .noise import SampleNoise
-from .sampling import default_eps, sample, time_grid
+from .sampling import default_eps, optimize_grid, sample, time_grid
+from .schedule import Schedule
 from .score import CountedScore, ModelScore, eps_from_score, score_from_output, x0_from_score
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, ScoreFn, SubVPSDE
 
@@ -24,6 +25,7 @@ __all__ = [
     "ModelScore",
     "ReverseSDE",
     "SampleNoise",
+    "Schedule",
     "ScoreFn",
     "SubVPSDE",
     "bits_per_dim",
@@ -41,6 +43,7 @@ __all__ = [
     "interpolate",
     "log_likelihood",
     "operators",
+    "optimize_grid",
     "sample",
     "sampling",
     "score_from_output",

@@ -54,18 +54,16 @@ def optimize_grid_command(args, show_progress) -> int:
     )
     from .checkpoint import read_metadata, resolve_checkpoint
     from .sampling import SAMPLERS
-    from .sampling.optimize import DETERMINISTIC, grid_dir, grid_info, optimize_grid, save_grid
+    from .sampling.optimize import check_optimize_arguments, grid_dir, grid_info, optimize_grid, save_grid
 
     if args.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if args.sampler not in DETERMINISTIC:
-        raise ValueError(f"--sampler {args.sampler} draws noise; optimize-grid needs one of "
-                         f"{', '.join(sorted(DETERMINISTIC))} (the grid then serves any sampler)")  # fmt: skip
     options = parse_sampler_options(args.sampler, args.option)
+    check_optimize_arguments(args.sampler, args.steps, args.n, options)
     name = args.name or f"{args.sampler}-{args.steps}"
+    name = name[: -len(".json")] if name.endswith(".json") else name
     if not GRID_NAME.match(name) or name in ("uniform", "quadratic", "log_snr", "karras"):
-        raise ValueError(f"--name {name!r} must be a plain file name (letters, digits, _ . + -), not a grid "
-                         "kind")
+        raise ValueError(f"--name {name!r} must be a plain file name (letters, digits, _ . + -), not a grid kind")
     device = pick_device(args.device)
     path = resolve_checkpoint(args.checkpoint)
     check_config(checkpoint_config(read_metadata(path), path), training=False, data=False)
