@@ -39,11 +39,14 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(THREADS) $(BIN)/python benchmarks/bench_samplers.py
+	$(THREADS) $(BIN)/python benchmarks/bench_solvers.py
+	$(THREADS) $(BIN)/python benchmarks/bench_overhead.py
 	$(THREADS) $(BIN)/python benchmarks/bench_likelihood.py
 	$(THREADS) $(BIN)/python benchmarks/bench_inverse.py
 	$(THREADS) $(BIN)/python benchmarks/bench_training.py
 	$(THREADS) $(BIN)/python benchmarks/bench_sampling_digits.py -n 64  # after `make demo`
 	$(THREADS) $(BIN)/python benchmarks/bench_quality_digits.py -n 1000  # after `make demo`
+	$(THREADS) $(BIN)/python benchmarks/bench_fast_digits.py  # after `make demo`
 
 # Controllable generation on the main-job model (after `make demo`): trains the noise-conditional classifier
 # (13 s) and the label-conditional model (about 5 min; both resume, so a finished run is a no-op), then measures
