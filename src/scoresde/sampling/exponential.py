@@ -111,8 +111,8 @@ def multistep_update(x: Tensor, ft: _Frame, fs: _Frame, history: Sequence[tuple[
     return out
 
 
-def singlestep_update(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float, order: int, prediction: str,
-                      m_t: Tensor | None = None) -> Tensor:  # fmt: skip
+def singlestep_update(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float, order: int,
+                      prediction: str) -> Tensor:  # fmt: skip
     r"""One singlestep DPM-Solver(++) step (order evaluations) from ``t`` to ``s``.
 
     Order 2 evaluates at :math:`\lambda_t + h/2`; order 3 at :math:`\lambda_t + h/3` and
@@ -128,7 +128,7 @@ def singlestep_update(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float
               + \tfrac{1}{r_2}\alpha_s\varphi_2(h)(D_{u_2} - D_t).
     """
     ft, fs = _frame(sde, t, prediction), _frame(sde, s, prediction)
-    m_t = _model(sde, score_fn, x, t, prediction) if m_t is None else m_t
+    m_t = _model(sde, score_fn, x, t, prediction)
     h = fs.lam - ft.lam
 
     def sign(lam: float) -> float:  # back from the frame's log-ratio to lambda
