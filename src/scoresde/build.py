@@ -54,7 +54,7 @@ from .sampling import is_adaptive as sampling_is_adaptive
 from .sampling.exponential import PREDICTIONS as SOLVER_PREDICTIONS
 from .sampling.ode_samplers import ODE_METHODS
 from .sampling.sde_samplers import CORRECTORS, PREDICTORS
-from .score import PREDICTIONS, TIME_INPUTS, ModelScore
+from .score import PREDICTIONS, STDS, TIME_INPUTS, ModelScore
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
 # -- registries ---------------------------------------------------------------------------------
@@ -128,6 +128,7 @@ NAMES: dict[str, Iterable[str]] = {
     "model.arch": ARCHS,
     "model.prediction": PREDICTIONS,
     "model.time_input": TIME_INPUTS,
+    "model.std": STDS,
     "training.loss": LOSSES,
     "training.weighting": WEIGHTINGS,
     "training.reduce": REDUCTIONS,
@@ -206,6 +207,9 @@ def check_config(cfg: Config, training: bool = True, data: bool | None = None) -
     if (m.arch == "mlp") != (d.dataset == "toy"):
         what = "2-D toy data (data.dataset 'toy')" if m.arch == "mlp" else "images; use model.arch 'mlp' for toy data"
         raise ValueError(f"model.arch {m.arch!r} is for {what}, got data.dataset {d.dataset!r}")
+    if m.std == "discrete" and (cfg.sde.type != "vp" or m.prediction != "eps"):
+        raise ValueError(f"model.std 'discrete' (DDPM's discrete noise levels) needs sde.type 'vp' and "
+                         f"model.prediction 'eps', got {cfg.sde.type!r} and {m.prediction!r}")  # fmt: skip
     accepted = net_options(m.arch)
     unknown = sorted(set(m.net) - accepted) if accepted is not None else []
     if unknown:
@@ -424,7 +428,8 @@ def build_model(cfg: Config) -> nn.Module:
 def build_score(model: nn.Module, sde: SDE, cfg: Config, y: int | Tensor | None = None) -> ModelScore:
     """The configured score of ``model``; ``y``: fixed class labels of a class-conditional model."""
     m = cfg.model
-    return ModelScore(model, sde, prediction=m.prediction, time_input=m.time_input, time_scale=m.time_scale, y=y)
+    return ModelScore(model, sde, prediction=m.prediction, time_input=m.time_input, time_scale=m.time_scale, y=y,
+                      std=m.std)  # fmt: skip
 
 
 def build_loss(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:

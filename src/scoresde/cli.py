@@ -1,5 +1,6 @@
 """Command-line interface: ``scoresde train | sample | likelihood | evaluate | demo | train-classifier``,
-and the tasks of :mod:`scoresde.cli_tasks`: ``inpaint | colorize | encode | decode | interpolate``."""
+the tasks of :mod:`scoresde.cli_tasks` (``inpaint | colorize | encode | decode | interpolate``),
+``optimize-grid`` (:mod:`scoresde.cli_grids`) and ``convert-official`` (:mod:`scoresde.cli_official`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import torch
 
 from .cli_grids import COMMANDS as GRID_COMMANDS
 from .cli_grids import add_grid_parser
+from .cli_official import COMMANDS as OFFICIAL_COMMANDS
+from .cli_official import add_official_parser
 from .cli_tasks import COMMANDS as TASK_COMMANDS
 from .cli_tasks import add_task_parsers
 
-TASKS = TASK_COMMANDS | GRID_COMMANDS
+TASKS = TASK_COMMANDS | GRID_COMMANDS | OFFICIAL_COMMANDS
 
 EPILOG = """examples:
   scoresde train configs/digits_vp.toml --workdir outputs/digits
@@ -31,6 +34,7 @@ EPILOG = """examples:
   scoresde inpaint outputs/digits/checkpoints --missing bottom -n 16 --out inpainted.png
   scoresde encode outputs/digits/checkpoints -n 8 --out latents.npz
   scoresde interpolate outputs/digits/checkpoints -n 4 --points 8 --out path.png
+  scoresde convert-official checkpoint_8.pth --config vp/cifar10_ddpmpp_continuous --out runs/vp_ddpmpp
   scoresde demo --out outputs/demo
 """
 
@@ -235,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_task_parsers(sub, fmt, _positive_int, _positive_float, _seed, _progress_flag)
     add_grid_parser(sub, fmt, _positive_int, _seed, _progress_flag)
+    add_official_parser(sub, fmt)
 
     demo = sub.add_parser("demo", help="sample a 2-D Gaussian mixture with every sampler using its exact score",
                           formatter_class=fmt, epilog="example:\n  scoresde demo --out outputs/demo -n 5000",

@@ -53,8 +53,9 @@ class DataConfig:
 class ModelConfig:
     arch: str = "ddpmpp_small"  # ncsnpp | ddpmpp | ddpm | ddpmpp_small | unet | mlp
     prediction: str = "eps"  # eps | x0 | score | v
-    time_input: str = "t"  # t | sigma | log_sigma
+    time_input: str = "t"  # t | sigma | log_sigma | sigma_index
     time_scale: float = 999.0
+    std: str = "marginal"  # marginal | discrete (eps / DDPM's discrete std: the reference's discrete VP models)
     net: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the network
 
 

@@ -20,10 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import TimeLike, batch_time, check_options, expand_to
-from .sde import SDE
+from .sde import SDE, VPSDE
 
 PREDICTIONS = ("eps", "x0", "score", "v")
-TIME_INPUTS = ("t", "sigma", "log_sigma")
+TIME_INPUTS = ("t", "sigma", "log_sigma", "sigma_index")
+STDS = ("marginal", "discrete")
 
 
 def score_from_output(sde: SDE, x: Tensor, t: TimeLike, output: Tensor, prediction: str = "eps") -> Tensor:
@@ -72,9 +73,15 @@ class ModelScore:
         sde: the forward SDE the model was trained with.
         prediction: what the network predicts: ``"eps"``, ``"x0"``, ``"score"`` or ``"v"``.
         time_input: what the network is fed as ``label``: ``"t"``, ``"sigma"`` (the
-            marginal std :math:`\sigma(t)`), ``"log_sigma"``, or a callable ``t -> label``.
+            marginal std :math:`\sigma(t)`), ``"log_sigma"``, ``"sigma_index"`` (the index
+            :math:`\mathrm{round}((T - t)(N - 1)/T)` into the ``N`` descending noise levels, as
+            the reference's discrete-time VE models take it), or a callable ``t -> label``.
         time_scale: multiplies the label; the reference DDPM++ feeds ``999 t``, i.e.
             ``time_input="t", time_scale=999``.
+        std: what an ``"eps"`` prediction is divided by: ``"marginal"``, the SDE's
+            :math:`\sigma(t)`, or ``"discrete"``, DDPM's
+            :math:`\sqrt{1 - \bar\alpha_i}` at level :math:`i = \lfloor t (N - 1)/T \rfloor`
+            (the reference's discrete-time VP models; a ``VPSDE`` only).
         y: fixed class labels of a class-conditional model, an int for every sample or a
             ``[B]`` integer tensor, making it the conditional score :math:`s(x, t \mid y)`;
             ``None`` (default) is the null label, the unconditional score. A ``y`` passed to
@@ -90,10 +97,17 @@ class ModelScore:
         time_input: str | Callable[[Tensor], Tensor] = "t",
         time_scale: float = 1.0,
         y: int | Tensor | None = None,
+        std: str = "marginal",
     ) -> None:
         check_options("prediction", prediction, PREDICTIONS)
         if not callable(time_input):
             check_options("time_input", time_input, TIME_INPUTS)
+        check_options("std", std, STDS)
+        if std == "discrete" and (prediction != "eps" or not isinstance(sde, VPSDE)):
+            raise ValueError(f"std='discrete' (DDPM's discrete noise levels) needs prediction='eps' and a VPSDE, got "
+                             f"prediction={prediction!r} and {sde!r}")  # fmt: skip
+        self.std = std
+        self._discrete_std = torch.sqrt(1.0 - sde.discrete_alphas_cumprod()) if std == "discrete" else None
         self.model = model
         self.sde = sde
         self.prediction = prediction
@@ -108,6 +122,8 @@ class ModelScore:
             label = self.time_input(t)
         elif self.time_input == "t":
             label = t
+        elif self.time_input == "sigma_index":
+            label = torch.round((self.sde.T - t) * ((self.sde.N - 1) / self.sde.T))
         else:
             sigma = self.sde.marginal_coeffs(t, x)[1]
             label = sigma if self.time_input == "sigma" else torch.log(sigma)
@@ -121,13 +137,18 @@ class ModelScore:
         if not isinstance(output, Tensor) or output.shape != x.shape:
             got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise ValueError(f"the model must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        if self._discrete_std is not None:
+            if self._discrete_std.device != x.device:
+                self._discrete_std = self._discrete_std.to(x.device)
+            std = self._discrete_std[self.sde._level(t).long()].to(x.dtype)
+            return -output / expand_to(std, x)
         return score_from_output(self.sde, x, t, output, self.prediction)
 
     def __repr__(self) -> str:
         fixed = "" if self.y is None else f", y={self.y if isinstance(self.y, int) else 'tensor'}"
         return (
             f"ModelScore(prediction={self.prediction!r}, time_input={self.time_input!r}, "
-            f"time_scale={self.time_scale}, sde={self.sde!r}{fixed})"
+            f"time_scale={self.time_scale}, std={self.std!r}, sde={self.sde!r}{fixed})"
         )
 
 

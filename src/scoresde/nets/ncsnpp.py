@@ -53,7 +53,11 @@ class NCSNpp(nn.Module):
         progressive_combine: ``"sum"`` or ``"cat"`` for ``input_skip``.
         embedding_type: ``"fourier"`` (label = sigma, embeds log sigma) or ``"positional"`` (label = time index).
         fourier_scale: std of the fixed Fourier frequencies.
-        scale_by_sigma: divide the output by the label (a sigma), as NCSN++ for VE does.
+        scale_by_sigma: divide the output by the noise level sigma, as NCSN++ for VE does: by the
+            label itself, or with ``index_sigmas`` by ``sigmas[label]``.
+        index_sigmas: ``(sigma_min, sigma_max, N)`` for networks fed an integer noise-level index
+            (the reference's discrete-time VE models): ``label`` indexes the descending sigmas
+            ``sigma_i = sigma_max (sigma_min / sigma_max)^(i / (N - 1))``, ``i = 0 .. N - 1``.
         conditional: use the time embedding at all.
         resamp_with_conv: resampling layers of the ``ddpm`` block type carry a 3x3 convolution.
         init_scale: scale of the zero-initialized output layers (0 = zero init).
@@ -88,6 +92,7 @@ class NCSNpp(nn.Module):
         norm_groups: str = "ncsnpp",
         centered: bool = True,
         num_classes: int | None = None,
+        index_sigmas: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         _check(resblock_type, ("biggan", "ddpm"), "resblock_type")
@@ -100,6 +105,10 @@ class NCSNpp(nn.Module):
         if image_size % 2 ** (len(ch_mult) - 1):
             raise ValueError(f"image_size {image_size} must be divisible by 2^(len(ch_mult)-1)")
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if index_sigmas is None:
+            self.sigmas = None
+        else:
+            self.register_buffer("sigmas", index_sigma_table(*index_sigmas), persistent=False)
         self.nf, self.embedding_type, self.conditional = nf, embedding_type, conditional
         self.num_classes = num_classes
         self.num_res_blocks, self.attn_resolutions = num_res_blocks, tuple(attn_resolutions)
@@ -264,11 +273,21 @@ class NCSNpp(nn.Module):
         assert not hs
         h = out_pyramid if self.progressive == "output_skip" else self.head(h)
         if self.scale_by_sigma:
-            h = h / label.reshape(-1, 1, 1, 1).to(h)
+            sigma = label if self.sigmas is None else self.sigmas[label.long()]
+            h = h / sigma.reshape(-1, 1, 1, 1).to(h)
         return h
 
     def _sum(self, a: Tensor, b: Tensor) -> Tensor:
         return (a + b) / math.sqrt(2.0) if self.skip_rescale else a + b
+
+
+def index_sigma_table(sigma_min: float, sigma_max: float, n: int) -> Tensor:
+    """The descending noise levels ``exp(linspace(log sigma_max, log sigma_min, n))`` (float64) that a
+    noise-level index ``i`` selects (index 0 is ``sigma_max``)."""
+    if not (0 < sigma_min < sigma_max and math.isfinite(sigma_max)) or isinstance(n, bool) or int(n) != n or n < 2:
+        raise ValueError(f"index_sigmas must be (sigma_min, sigma_max, N) with 0 < sigma_min < sigma_max and an "
+                         f"integer N >= 2, got {(sigma_min, sigma_max, n)}")  # fmt: skip
+    return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), int(n), dtype=torch.float64))
 
 
 def _check(value: str, allowed: Sequence[str], name: str) -> None:
@@ -321,4 +340,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["NCSNpp", "count_parameters", "ddpm_cifar10", "ddpmpp_cifar10", "ddpmpp_small", "ncsnpp_cifar10"]
+__all__ = ["NCSNpp", "count_parameters", "ddpm_cifar10", "ddpmpp_cifar10", "ddpmpp_small", "index_sigma_table",
+           "ncsnpp_cifar10"]  # fmt: skip
