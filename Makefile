@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(THREADS) $(BIN)/python benchmarks/bench_likelihood.py
 	$(THREADS) $(BIN)/python benchmarks/bench_inverse.py
 	$(THREADS) $(BIN)/python benchmarks/bench_training.py
+	$(THREADS) $(BIN)/python benchmarks/bench_official.py
 	$(THREADS) $(BIN)/python benchmarks/bench_sampling_digits.py -n 64  # after `make demo`
 	$(THREADS) $(BIN)/python benchmarks/bench_quality_digits.py -n 1000  # after `make demo`
 	$(THREADS) $(BIN)/python benchmarks/bench_fast_digits.py  # after `make demo`

@@ -2,7 +2,8 @@
 
 The continuous-time framework of Song et al. (ICLR 2021) in plain PyTorch: forward
 SDEs with closed-form kernels, score parameterizations, every sampler of the paper,
-and exact likelihoods through the probability-flow ODE.
+and exact likelihoods through the probability-flow ODE; the paper's released checkpoints
+load with :func:`load_official` / :func:`convert_official`.
 """
 
 from . import integrators, operators, sampling, toy
@@ -10,6 +11,7 @@ from .guidance import classifier_free_guided, classifier_guided
 from .inverse import colorize, inpaint, solve_inverse
 from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, interpolate, log_likelihood, slerp
 from .noise import SampleNoise
+from .official import convert_official, load_official
 from .sampling import default_eps, optimize_grid, sample, time_grid
 from .schedule import Schedule
 from .score import CountedScore, ModelScore, eps_from_score, score_from_output, x0_from_score
@@ -33,6 +35,7 @@ __all__ = [
     "classifier_free_guided",
     "classifier_guided",
     "colorize",
+    "convert_official",
     "decode",
     "default_eps",
     "dequantize",
@@ -41,6 +44,7 @@ __all__ = [
     "inpaint",
     "integrators",
     "interpolate",
+    "load_official",
     "log_likelihood",
     "operators",
     "optimize_grid",
