@@ -516,6 +516,9 @@ def test_config_names(tmp_path):
     assert reference_config("vp/cifar10_ddpm") == PRESETS["vp/cifar10_ddpm"]
     assert reference_config(DATA / "tiny_ddpm.json") == _json("tiny_ddpm")["config"]  # the fixture layout
     assert reference_config({"config": _json("tiny_ddpm")["config"]}) == _json("tiny_ddpm")["config"]
+    shouted = _json("tiny_ve_ncsnpp")["config"]  # the reference lower-cases its option strings
+    shouted["model"].update(resblock_type="BigGAN", progressive="Output_Skip", embedding_type="Fourier")
+    assert official_config(shouted).model.net == official_config(DATA / "tiny_ve_ncsnpp.json").model.net
 
 
 def test_existing_checkpoints_are_never_overwritten(tmp_path):
@@ -599,3 +602,16 @@ def test_convert_official_is_a_console_command(tmp_path):
     done = subprocess.run([sys.executable, "-m", "scoresde.cli", "convert-official", "--help"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert "ve/celebahq_256_ncsnpp_continuous" in done.stdout and "weights_only" in done.stdout
+
+
+def test_training_does_not_resume_from_a_converted_checkpoint(tmp_path, digit_folder):
+    from scoresde.build import checkpoint_config
+    from scoresde.train import train
+
+    path = convert_official(DATA / "tiny_vp_ddpmpp.pth", DATA / "tiny_vp_ddpmpp.json", tmp_path / "run",
+                            data_root=digit_folder)  # fmt: skip
+    cfg = checkpoint_config(load_checkpoint(path)[1], path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="holds weights only"):
+        train(cfg, tmp_path / "run")
+    assert path.read_bytes() == before

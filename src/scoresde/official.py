@@ -174,14 +174,14 @@ def _check_reference(ref: Mapping[str, Any]) -> None:
                          f"{' or '.join(map(repr, NET_CLASSES))}")  # fmt: skip
     if m["name"] == "ncsnpp":
         _require(m, "model", _NCSNPP_KEYS)
-        if m["embedding_type"] == "fourier" and "fourier_scale" not in m:
+        if str(m["embedding_type"]).lower() == "fourier" and "fourier_scale" not in m:
             raise ValueError("the reference config's model section lacks fourier_scale")
     if m.get("nonlinearity", "swish") != "swish" or m.get("normalization", "GroupNorm") != "GroupNorm":
         raise ValueError(f"only swish networks with GroupNorm are supported, got nonlinearity "
                          f"{m.get('nonlinearity')!r} and normalization {m.get('normalization')!r}")  # fmt: skip
     if t["sde"] not in SDE_NAMES:
         raise ValueError(f"training.sde {t['sde']!r} is unknown; choose one of {', '.join(map(repr, SDE_NAMES))}")
-    if m["name"] == "ncsnpp" and m["embedding_type"] == "fourier" and not t["continuous"]:
+    if m["name"] == "ncsnpp" and str(m["embedding_type"]).lower() == "fourier" and not t["continuous"]:
         raise ValueError("a Fourier-embedding network is a continuous-time model (training.continuous = true)")
 
 
@@ -198,10 +198,10 @@ def network_options(ref: Mapping[str, Any]) -> dict[str, Any]:
                         "progressive_input": "none", "embedding_type": "positional", "conditional": True,
                         "norm_groups": "ddpm"}  # fmt: skip
     else:
-        net = common | {k: m[k] for k in _NCSNPP_KEYS}
+        net = common | {k: m[k].lower() if isinstance(m[k], str) else m[k] for k in _NCSNPP_KEYS}  # it lowercases
         net["fir_kernel"] = [int(k) for k in m["fir_kernel"]]
         net["init_scale"] = float(m["init_scale"])
-        if m["embedding_type"] == "fourier":
+        if net["embedding_type"] == "fourier":
             net["fourier_scale"] = float(m["fourier_scale"])
     if net["embedding_type"] == "positional" and net["scale_by_sigma"]:  # the output is divided by sigmas[label]
         net["index_sigmas"] = [float(m["sigma_min"]), float(m["sigma_max"]), int(m["num_scales"])]

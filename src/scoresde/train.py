@@ -318,6 +318,9 @@ def _save(ckpt_dir: Path, step: int, cfg: Config, model: nn.Module, ema: EMA, op
 def _restore(path: Path, cfg: Config, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer,
              data_gen: torch.Generator) -> tuple[int, list[dict]]:  # fmt: skip
     tensors, meta = load_checkpoint(path)
+    if "optimizer_scalars" not in meta or "rng.data" not in tensors:
+        raise ValueError(f"{path} holds weights only (no optimizer or random state: a converted checkpoint), so a "
+                         "run cannot resume from it; train in a new workdir")  # fmt: skip
     _check_same_run(meta["config"], cfg, path)
     load_weights_strict(model, prefixed(tensors, "model"))
     for k, v in prefixed(tensors, "ema").items():
