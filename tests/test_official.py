@@ -615,3 +615,21 @@ def test_training_does_not_resume_from_a_converted_checkpoint(tmp_path, digit_fo
     with pytest.raises(ValueError, match="holds weights only"):
         train(cfg, tmp_path / "run")
     assert path.read_bytes() == before
+
+
+def test_data_root_given_at_use_instead_of_at_conversion(tmp_path, digit_folder, capsys):
+    run = tmp_path / "run"
+    assert main(["convert-official", str(DATA / "tiny_vp_ddpmpp.pth"), "--config", str(DATA / "tiny_vp_ddpmpp.json"),
+                 "--out", str(run)]) == 0  # fmt: skip
+    ckpts = str(run / "checkpoints")
+    capsys.readouterr()
+    assert main(["likelihood", ckpts, "--rtol", "1e-2", "--atol", "1e-2"]) == 2
+    assert "--data-root" in capsys.readouterr().err
+    missing = str(tmp_path / "no")
+    assert main(["inpaint", ckpts, "-n", "1", "--out", str(tmp_path / "x.png"), "--data-root", missing]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["likelihood", ckpts, "--rtol", "1e-2", "--atol", "1e-2", "--data-root", str(digit_folder)]) == 0
+    assert "bits/dim" in capsys.readouterr().out
+    assert main(["inpaint", ckpts, "-n", "1", "--steps", "5", "--out", str(tmp_path / "i.png"),
+                 "--data-root", str(digit_folder)]) == 0  # fmt: skip
+    assert (tmp_path / "i.png").is_file()

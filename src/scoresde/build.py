@@ -236,7 +236,7 @@ def check_data_config(cfg: Config, data: bool) -> None:
                              f"{d.image_size})")  # fmt: skip
     if data and d.dataset in ROOTED_DATASETS:
         if not d.root:
-            raise ValueError(f"data.root must point at the {d.dataset} files")
+            raise ValueError(f"data.root must point at the {d.dataset} files (--data-root DIR on the command line)")
         if not Path(d.root).is_dir():
             raise FileNotFoundError(f"data.root {d.root} is not a directory (the {d.dataset} files go there)")
 
@@ -455,12 +455,15 @@ def checkpoint_config(meta: dict[str, Any], path: str | Path, fmt: str = SCORE_F
 
 
 def load_for_inference(
-    path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu"
+    path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu", data_root: str | Path | None = None
 ) -> tuple[Config, SDE, nn.Module]:
-    """Rebuild ``(config, sde, model)`` from a checkpoint, with the EMA weights by default."""
+    """Rebuild ``(config, sde, model)`` from a checkpoint, with the EMA weights by default; ``data_root``
+    replaces the config's ``data.root`` (the dataset's folder on this machine)."""
     path = resolve_checkpoint(path)
     tensors, meta = load_checkpoint(path)
     cfg = checkpoint_config(meta, path)
+    if data_root is not None:
+        cfg.data.root = str(data_root)
     sde = build_sde(cfg)
     model = build_model(cfg)
     load_weights_strict(model, prefixed(tensors, "model"))

@@ -119,6 +119,11 @@ def _run_arguments(parser: argparse.ArgumentParser, config_help: str, workdir_he
     _progress_flag(parser, "while training")
 
 
+def _data_root_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help="the dataset's folder on this machine (default: the checkpoint's data.root)")  # fmt: skip
+
+
 def _grid_arguments(parser: argparse.ArgumentParser, positive_float) -> None:
     parser.add_argument(
         "--grid",
@@ -191,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     lik.add_argument("--seed", type=_seed, default=0)
     lik.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     lik.add_argument("--out", default=None, help="also write the result as JSON here (.json)")
+    _data_root_argument(lik)
     _progress_flag(lik, "over the batches")
 
     ev = sub.add_parser("evaluate", help="sample a checkpoint and score the samples (FD, KID, bits/dim)",
@@ -222,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "images other than the digits; never downloaded")  # fmt: skip
     ev.add_argument("--out", default=None, help="write the report here (.json; strictly valid JSON)")
     ev.add_argument("--samples-out", default=None, help="also save the samples: .png (the first 64) or .npz")
+    _data_root_argument(ev)
     _progress_flag(ev, "while sampling")
 
     clf = sub.add_parser("train-classifier", help="train a noise-conditional classifier for classifier guidance",
@@ -315,8 +322,12 @@ def _inference_setup(args, suffixes: tuple[str, ...], data: bool = False):
         check_output_file(args.out, suffixes, "--out")
     device = pick_device(args.device)
     path = resolve_checkpoint(args.checkpoint)
-    cfg = check_config(checkpoint_config(read_metadata(path), path), training=False, data=data)
-    return path, cfg, device
+    cfg = checkpoint_config(read_metadata(path), path)
+    if getattr(args, "data_root", None) is not None:
+        if not Path(args.data_root).is_dir():
+            raise FileNotFoundError(f"--data-root {args.data_root} is not a directory")
+        cfg.data.root = args.data_root
+    return path, check_config(cfg, training=False, data=data), device
 
 
 def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Path | None] | None:
@@ -468,7 +479,7 @@ def _likelihood(args) -> int:
     batch_size = args.batch_size or ev.batch_size
     progress = _show_progress(args.progress)
     rank, world = init_from_env()
-    cfg, sde, model = load_for_inference(path, device=device)
+    cfg, sde, model = load_for_inference(path, device=device, data_root=args.data_root)
     score = build_score(model, sde, cfg)
     data = load_dataset(cfg, split)
     part = shard(len(data), rank, world)
@@ -568,7 +579,7 @@ def _evaluate(args) -> int:
     report, x = evaluate(path, sampler=sampler, steps=args.steps, options=options, n=args.n,
                          batch_size=args.batch_size, seed=args.seed, device=str(device), use_ema=not args.no_ema,
                          likelihood=args.likelihood, inception=inception, grid=grid, rho=rho,
-                         progress=_show_progress(args.progress))  # fmt: skip
+                         progress=_show_progress(args.progress), data_root=args.data_root)  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(summary(report))

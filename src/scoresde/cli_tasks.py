@@ -38,6 +38,8 @@ def add_task_parsers(sub, fmt, positive_int, positive_float, seed, progress_flag
             p.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
             p.add_argument("--first", type=int, default=0, help="index of the first image used (default 0)")
             p.add_argument("-n", type=positive_int, default=8, help="number of images (default 8)")
+            p.add_argument("--data-root", default=None, metavar="DIR",
+                           help="the dataset's folder here (default: the checkpoint's data.root)")  # fmt: skip
         p.add_argument("--seed", type=seed, default=0, help="result i of a seed is the same in any batch")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
         p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
@@ -133,8 +135,12 @@ def _setup(args, suffixes: tuple[str, ...]):
     check_output_file(args.out, suffixes, "--out")
     device = pick_device(args.device)
     path = resolve_checkpoint(args.checkpoint)
-    cfg = check_config(checkpoint_config(read_metadata(path), path), training=False, data=False)
-    return path, cfg, device
+    cfg = checkpoint_config(read_metadata(path), path)
+    if getattr(args, "data_root", None) is not None:
+        if not Path(args.data_root).is_dir():
+            raise FileNotFoundError(f"--data-root {args.data_root} is not a directory")
+        cfg.data.root = args.data_root
+    return path, check_config(cfg, training=False, data=False), device
 
 
 def _images(args, cfg) -> torch.Tensor:

@@ -60,15 +60,17 @@ def evaluate(
     grid: str | Sequence[float] | None = None,
     rho: float | None = None,
     progress: bool = False,
+    data_root: str | Path | None = None,
 ) -> tuple[dict[str, Any], Tensor]:
     """Sample a checkpoint and score the samples; returns ``(report, samples)``.
 
     ``sampler``, ``steps`` and ``options`` default to the checkpoint's ``[sampling]`` section
     (options only when the sampler is not overridden), ``n``, ``batch_size``, ``likelihood``
     and ``inception`` to its ``[eval]`` section. Under ``torchrun`` the samples are split
-    across the processes; every process returns the same report and all samples.
+    across the processes; every process returns the same report and all samples. ``data_root``
+    replaces the checkpoint's ``data.root``.
     """
-    cfg, sde, model = load_for_inference(checkpoint, use_ema=use_ema, device=device)
+    cfg, sde, model = load_for_inference(checkpoint, use_ema=use_ema, device=device, data_root=data_root)
     ev = cfg.eval
     sampler = sampler or cfg.sampling.sampler
     options = dict(cfg.sampling.options if sampler == cfg.sampling.sampler and options is None else options or {})
