@@ -324,12 +324,14 @@ def _fir_conv(net: NCSNpp, prefix: str) -> bool:
 
 # -- reading and converting -------------------------------------------------------------------------------
 def read_official(path: str | Path) -> dict[str, Any]:
-    """Load a score_sde_pytorch checkpoint without running anything in it (``weights_only``, on the CPU)."""
+    """Load a score_sde_pytorch checkpoint without running anything in it (``weights_only``, on the CPU,
+    memory-mapped when the file is in torch's zip format)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        # memory-mapped (zip format): the optimizer's moments, twice the weights' size, are never read
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         why = next((line for line in lines if "GLOBAL" in line), None)
