@@ -497,6 +497,7 @@ def test_a_pickle_that_runs_code_is_never_executed(tmp_path):
         (lambda c: c["training"].update(continuous=False), "continuous-time model"),  # a Fourier net
         (lambda c: c["model"].update(nonlinearity="elu"), "swish"),
         (lambda c: c.pop("data"), "no \\[data\\] section"),
+        (lambda c: c["sampling"].update(predictor="heun"), "known predictors"),
     ],
 )
 def test_bad_reference_configs_fail_in_one_line(change, message):

@@ -223,8 +223,11 @@ def _sampling(ref: Mapping[str, Any], n: int) -> dict[str, Any]:
     s = ref.get("sampling") or {}
     if s.get("method", "pc") == "ode":
         return {"sampler": "ode", "steps": n}
-    options = {"predictor": PREDICTOR_NAMES.get(s.get("predictor", "reverse_diffusion"), "reverse_diffusion"),
-               "corrector": CORRECTOR_NAMES.get(s.get("corrector", "langevin"), "langevin"),
+    predictor, corrector = s.get("predictor", "reverse_diffusion"), s.get("corrector", "langevin")
+    if predictor not in PREDICTOR_NAMES or corrector not in CORRECTOR_NAMES:
+        raise ValueError(f"sampling.predictor {predictor!r} / sampling.corrector {corrector!r}: known predictors "
+                         f"{', '.join(PREDICTOR_NAMES)}, correctors {', '.join(CORRECTOR_NAMES)}")  # fmt: skip
+    options = {"predictor": PREDICTOR_NAMES[predictor], "corrector": CORRECTOR_NAMES[corrector],
                "snr": float(s.get("snr", 0.16)), "corrector_steps": int(s.get("n_steps_each", 1)),
                "probability_flow": bool(s.get("probability_flow", False))}  # fmt: skip
     return {"sampler": "pc", "steps": n, "options": options}
