@@ -446,12 +446,20 @@ def model_batch(data: ImageData | Tensor, idx: Tensor, cfg: Config, generator: t
     return to_model(data.images[idx], data.levels, tuple(d.data_range), d.dequantize, generator, d.flip)
 
 
-def checkpoint_config(meta: dict[str, Any], path: str | Path, fmt: str = SCORE_FORMAT) -> Config:
-    """The training config stored in a checkpoint's metadata (of a score model, or the ``fmt`` asked for)."""
+def checkpoint_config(
+    meta: dict[str, Any], path: str | Path, fmt: str = SCORE_FORMAT, data_root: str | Path | None = None
+) -> Config:
+    """The training config stored in a checkpoint's metadata (of a score model, or the ``fmt`` asked for);
+    ``data_root`` (a directory) replaces its ``data.root``: the dataset's folder on this machine."""
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path} is not a scoresde training checkpoint (its metadata has no config)")
     check_format(meta, fmt, path)
-    return from_dict(meta["config"])
+    cfg = from_dict(meta["config"])
+    if data_root is not None:
+        if not Path(data_root).is_dir():
+            raise FileNotFoundError(f"--data-root {data_root} is not a directory")
+        cfg.data.root = str(data_root)
+    return cfg
 
 
 def load_for_inference(
@@ -461,9 +469,7 @@ def load_for_inference(
     replaces the config's ``data.root`` (the dataset's folder on this machine)."""
     path = resolve_checkpoint(path)
     tensors, meta = load_checkpoint(path)
-    cfg = checkpoint_config(meta, path)
-    if data_root is not None:
-        cfg.data.root = str(data_root)
+    cfg = checkpoint_config(meta, path, data_root=data_root)
     sde = build_sde(cfg)
     model = build_model(cfg)
     load_weights_strict(model, prefixed(tensors, "model"))

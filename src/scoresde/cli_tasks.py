@@ -135,11 +135,7 @@ def _setup(args, suffixes: tuple[str, ...]):
     check_output_file(args.out, suffixes, "--out")
     device = pick_device(args.device)
     path = resolve_checkpoint(args.checkpoint)
-    cfg = checkpoint_config(read_metadata(path), path)
-    if getattr(args, "data_root", None) is not None:
-        if not Path(args.data_root).is_dir():
-            raise FileNotFoundError(f"--data-root {args.data_root} is not a directory")
-        cfg.data.root = args.data_root
+    cfg = checkpoint_config(read_metadata(path), path, data_root=getattr(args, "data_root", None))
     return path, check_config(cfg, training=False, data=False), device
 
 

@@ -53,9 +53,8 @@ from torch import Tensor, nn
 from .checkpoint import SCORE_FORMAT, CheckpointError, latest_checkpoint, save_checkpoint
 from .config import Config, from_dict
 from .nets import NCSNpp
-from .nets.ncsnpp import index_sigma_table
 from .score import ModelScore
-from .sde import SDE
+from .sde import SDE, VESDE
 
 # -- presets: the reference configs of the released models ----------------------------------------------
 _CIFAR10_DATA = {"dataset": "CIFAR10", "image_size": 32, "num_channels": 3, "random_flip": True,
@@ -432,7 +431,7 @@ def convert_state(
 def _check_sigmas(sigmas: Tensor, cfg: Config) -> None:
     """The checkpoint's descending noise levels must be the config's (they fix sigma_min, sigma_max and N)."""
     s = cfg.sde
-    expected = index_sigma_table(s.sigma_min, s.sigma_max, s.N)
+    expected = VESDE(s.sigma_min, s.sigma_max, s.N).discrete_sigmas().flip(0)
     got = sigmas.detach().double().reshape(-1)
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=0):
         lo, hi = (float(got[-1]), float(got[0])) if got.numel() else (math.nan, math.nan)

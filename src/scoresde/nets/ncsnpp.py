@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..sde import VESDE
 from .layers import (
     AttnBlock,
     Combine,
@@ -108,7 +109,9 @@ class NCSNpp(nn.Module):
         if index_sigmas is None:
             self.sigmas = None
         else:
-            self.register_buffer("sigmas", index_sigma_table(*index_sigmas), persistent=False)
+            sigma_min, sigma_max, n = index_sigmas
+            descending = VESDE(sigma_min, sigma_max, int(n)).discrete_sigmas().flip(0)
+            self.register_buffer("sigmas", descending, persistent=False)
         self.nf, self.embedding_type, self.conditional = nf, embedding_type, conditional
         self.num_classes = num_classes
         self.num_res_blocks, self.attn_resolutions = num_res_blocks, tuple(attn_resolutions)
@@ -281,15 +284,6 @@ class NCSNpp(nn.Module):
         return (a + b) / math.sqrt(2.0) if self.skip_rescale else a + b
 
 
-def index_sigma_table(sigma_min: float, sigma_max: float, n: int) -> Tensor:
-    """The descending noise levels ``exp(linspace(log sigma_max, log sigma_min, n))`` (float64) that a
-    noise-level index ``i`` selects (index 0 is ``sigma_max``)."""
-    if not (0 < sigma_min < sigma_max and math.isfinite(sigma_max)) or isinstance(n, bool) or int(n) != n or n < 2:
-        raise ValueError(f"index_sigmas must be (sigma_min, sigma_max, N) with 0 < sigma_min < sigma_max and an "
-                         f"integer N >= 2, got {(sigma_min, sigma_max, n)}")  # fmt: skip
-    return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), int(n), dtype=torch.float64))
-
-
 def _check(value: str, allowed: Sequence[str], name: str) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
@@ -340,5 +334,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["NCSNpp", "count_parameters", "ddpm_cifar10", "ddpmpp_cifar10", "ddpmpp_small", "index_sigma_table",
-           "ncsnpp_cifar10"]  # fmt: skip
+__all__ = ["NCSNpp", "count_parameters", "ddpm_cifar10", "ddpmpp_cifar10", "ddpmpp_small", "ncsnpp_cifar10"]
