@@ -15,7 +15,7 @@ from .official import convert_official, load_official
 from .sampling import default_eps, optimize_grid, sample, time_grid
 from .schedule import Schedule
 from .score import CountedScore, ModelScore, eps_from_score, score_from_output, x0_from_score
-from .sde import SDE, VESDE, VPSDE, ReverseSDE, ScoreFn, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, ScoreFn, SubVPSDE
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "CountedScore",
+    "LinearSDE",
     "ModelScore",
     "ReverseSDE",
     "SampleNoise",

@@ -26,7 +26,8 @@ The times come from the inverse CDF (:func:`importance_times`; :func:`importance
   inverse :math:`B = 2\,\mathrm{asinh}(e^{F/2})`;
   for both, :math:`t = B^{-1}` solves :math:`\beta_0 t + \tfrac12(\beta_1-\beta_0)t^2 = B`;
 * VE: :math:`g^2/\sigma^2 = 2\log(\sigma_{max}/\sigma_{min})` is constant, so :math:`p` is uniform;
-* any other SDE (including subclasses of these): :math:`g^2/\sigma^2` tabulated in float64 on a
+  (each process carries its closed form as ``importance_antiderivative`` / ``importance_inverse``);
+* any other SDE (``importance_antiderivative = None``): :math:`g^2/\sigma^2` tabulated in float64 on a
   geometric-plus-linear grid of :math:`[\epsilon, T]`, cumulative trapezoid, and the piecewise-linear
   density inverted exactly per cell; the table is cached per ``(sde, eps, device)``.
 
@@ -68,7 +69,7 @@ from ._checks import (
     expand_to,
     randn_like,
 )
-from .sde import SDE, VESDE, VPSDE, ScoreFn, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, ScoreFn
 
 WEIGHTINGS = ("sigma2", "likelihood")
 REDUCTIONS = ("mean", "sum")
@@ -88,31 +89,6 @@ def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Gen
 # -- importance sampling of the time for the likelihood weighting --------------------------------
 _GRID = 4096  # points of each half (geometric, linear) of the generic table
 _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # sde -> {(repr, eps, device, dtype): table}
-
-
-def _log_expm1(b: float) -> float:
-    """``log(exp(b) - 1)`` for ``b > 0`` without overflow."""
-    return b + math.log(-math.expm1(-b))
-
-
-def _vp_F(sde: VPSDE, t: float) -> float:
-    return _log_expm1(float(sde.integral_beta(t)))  # log(e^B - 1)
-
-
-def _subvp_F(sde: SubVPSDE, t: float) -> float:
-    b = float(sde.integral_beta(t))
-    return b + 2.0 * math.log(-math.expm1(-b)) - 2.0 * math.log(2.0)  # 2 log sinh(B/2)
-
-
-def _inverse_integral_beta(sde: VPSDE | SubVPSDE, b: Tensor) -> Tensor:
-    """``t`` with ``beta_0 t + (beta_1 - beta_0) t^2 / 2 = b`` (the stable root; also for beta_1 = beta_0)."""
-    b0, slope = sde.beta_min, sde.beta_max - sde.beta_min
-    return 2.0 * b / (b0 + torch.sqrt(b0 * b0 + 2.0 * slope * b))
-
-
-def _closed_form(sde: SDE) -> str | None:
-    """Which closed form applies: only the library's own classes (a subclass may change the schedule)."""
-    return {VPSDE: "vp", SubVPSDE: "subvp", VESDE: "ve"}.get(type(sde))
 
 
 def _work_dtype(device: torch.device) -> torch.dtype:
@@ -153,31 +129,18 @@ def importance_normalizer(sde: SDE, eps: float = 1e-5) -> float:
     r""":math:`Z = \int_\epsilon^T g(t)^2/\sigma(t)^2\,dt`, the normalizer of the importance density (host float)."""
     _check_sde(sde, "importance_normalizer")
     eps = check_eps(eps, sde.T)
-    kind = _closed_form(sde)
-    if kind == "vp":
-        return _vp_F(sde, sde.T) - _vp_F(sde, eps)
-    if kind == "subvp":
-        return _subvp_F(sde, sde.T) - _subvp_F(sde, eps)
-    if kind == "ve":
-        return 2.0 * math.log(sde.sigma_max / sde.sigma_min) * (sde.T - eps)
+    F = sde.importance_antiderivative
+    if F is not None:
+        return F(sde.T) - F(eps)
     return _table(sde, eps, torch.device("cpu"), torch.float64)[3]
 
 
 def _from_uniform(sde: SDE, eps: float, u: Tensor) -> Tensor:
     r"""Map ``u ~ U(0, 1)`` through the inverse CDF of :math:`p(t) \propto g^2/\sigma^2` (tensor ops, no sync)."""
-    kind, T = _closed_form(sde), float(sde.T)
-    if kind == "ve":
-        t = eps + (T - eps) * u
-    elif kind == "vp":
-        f0, f1 = _vp_F(sde, eps), _vp_F(sde, T)
-        f = f0 + (f1 - f0) * u
-        t = _inverse_integral_beta(sde, f.clamp_min(0) + torch.log1p(torch.exp(-f.abs())))  # B = log(1 + e^F)
-    elif kind == "subvp":
-        f0, f1 = _subvp_F(sde, eps), _subvp_F(sde, T)
-        a = 0.5 * (f0 + (f1 - f0) * u)  # B/2 = asinh(e^a), stable on both sides
-        pos, neg = a.clamp_min(0), a.clamp_max(0)
-        half = torch.where(a > 0, pos + torch.log1p(torch.sqrt(1 + torch.exp(-2 * pos))), torch.asinh(torch.exp(neg)))
-        t = _inverse_integral_beta(sde, 2.0 * half)
+    F, T = sde.importance_antiderivative, float(sde.T)
+    if F is not None:
+        f0, f1 = F(eps), F(T)
+        t = sde.importance_inverse(f0 + (f1 - f0) * u)
     else:
         grid, ratio, cdf, z = _table(sde, eps, u.device, u.dtype)
         c = u * z
@@ -218,23 +181,26 @@ def _check_importance(importance_sampling: bool, weighting: str | None, loss: st
     return importance_sampling
 
 
-def _check_sde(sde: object, loss: str, kind: type[SDE] = SDE) -> None:
-    """One-line TypeError unless ``sde`` is an instance of ``kind``, naming the loss to use instead."""
-    if isinstance(sde, kind):
+_DISCRETE = {"ddpm": ("VPSDE", "DDPM's discrete beta schedule"), "smld": ("VESDE", "SMLD's geometric noise levels")}
+
+
+def _check_sde(sde: object, loss: str, levels: str | None = None) -> None:
+    """One-line TypeError unless ``sde`` is an SDE instance (with the discrete ``levels`` of DDPM or SMLD when
+    given, see :attr:`SDE.discrete_levels`), naming the loss to use instead."""
+    if isinstance(sde, SDE) and (levels is None or sde.discrete_levels == levels):
         return
     if isinstance(sde, type):
         got = f"the class {sde.__name__} (instantiate it, e.g. {sde.__name__}())"
     else:
         got = type(sde).__name__
-    if kind is SDE or not isinstance(sde, SDE):
-        raise TypeError(f"{loss} needs an SDE instance such as {kind.__name__}(), got {got}")
-    what = "DDPM's discrete beta schedule" if kind is VPSDE else "SMLD's geometric noise levels"
+    name, what = _DISCRETE[levels] if levels is not None else ("SDE", "")
+    if levels is None or not isinstance(sde, SDE):
+        raise TypeError(f"{loss} needs an SDE instance such as {name}(), got {got}")
     instead = "dsm_loss, which works with every SDE"
-    if isinstance(sde, VESDE):
-        instead += ", or smld_loss"
-    elif isinstance(sde, VPSDE):
-        instead += ", or ddpm_loss"
-    raise TypeError(f"{loss} needs a {kind.__name__} ({what}), got {got}; use {instead}")
+    other = {"ddpm": "ddpm_loss", "smld": "smld_loss"}.get(sde.discrete_levels)
+    if other is not None:
+        instead += f", or {other}"
+    raise TypeError(f"{loss} needs a {name} ({what}), got {got}; use {instead}")
 
 
 def _check_levels(labels: Tensor, x0: Tensor) -> Tensor:
@@ -399,7 +365,7 @@ def ddpm_loss(
     To sample, wrap the model as ``ModelScore(model, sde, "eps", time_input="t", time_scale=N-1)``.
     ``labels`` are the discrete noise levels; ``y`` class labels, passed as ``model(x, l, y)``.
     """
-    _check_sde(sde, "ddpm_loss", VPSDE)
+    _check_sde(sde, "ddpm_loss", "ddpm")
     check_options("reduce", reduce, REDUCTIONS)
     check_data(x0, "x0")
     given = None if labels is None else _check_levels(labels, x0)
@@ -430,7 +396,7 @@ def smld_loss(
     Level ``i`` is the time ``t_i = i/(N-1)`` (so :math:`\sigma(t_i) = \sigma_i` exactly), and
     the score function is called there. ``y``: class labels, passed as ``score_fn(x, t, y=y)``.
     """
-    _check_sde(sde, "smld_loss", VESDE)
+    _check_sde(sde, "smld_loss", "smld")
     check_options("reduce", reduce, REDUCTIONS)
     check_data(x0, "x0")
     given = None if labels is None else _check_levels(labels, x0)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import TimeLike, batch_time, check_options, expand_to
-from .sde import SDE, VPSDE
+from .sde import SDE
 
 PREDICTIONS = ("eps", "x0", "score", "v")
 TIME_INPUTS = ("t", "sigma", "log_sigma", "sigma_index")
@@ -103,7 +103,7 @@ class ModelScore:
         if not callable(time_input):
             check_options("time_input", time_input, TIME_INPUTS)
         check_options("std", std, STDS)
-        if std == "discrete" and (prediction != "eps" or not isinstance(sde, VPSDE)):
+        if std == "discrete" and (prediction != "eps" or sde.discrete_levels != "ddpm"):
             raise ValueError(f"std='discrete' (DDPM's discrete noise levels) needs prediction='eps' and a VPSDE, got "
                              f"prediction={prediction!r} and {sde!r}")  # fmt: skip
         self.std = std

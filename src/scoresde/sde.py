@@ -48,7 +48,28 @@ class SDE(abc.ABC):
     Args:
         N: number of discretization steps used by :meth:`discretize` when no step
             size is given (the discrete DDPM/SMLD schedules have ``N`` levels).
+
+    Per-process defaults are class attributes, read by the samplers and the losses (never an
+    ``isinstance`` on a concrete class):
+
+    * :attr:`default_eps`: where sampling stops by default (1e-3; VE 1e-5, as in the paper);
+    * :attr:`default_grid`: the time grid of the paper's samplers (``"uniform"`` in ``t``);
+    * :attr:`ancestral_variance`: the noise of the ancestral step, ``"posterior"`` (the
+      variance of :math:`q(x_s | x_t, x_0)`; SMLD's eq. 47) or ``"forward"`` (DDPM's :math:`\beta`);
+      ``None``: no ancestral sampler;
+    * :attr:`discrete_levels`: ``"ddpm"`` / ``"smld"`` when the process has the discrete noise
+      levels of those papers (their losses and conventions), else ``None``;
+    * ``importance_antiderivative`` / ``importance_inverse``: closed forms of an antiderivative
+      :math:`F` of :math:`g^2/\sigma^2` and of its inverse, for importance-sampled times (``None``:
+      the losses tabulate it).
     """
+
+    default_eps: float = 1e-3
+    default_grid: str = "uniform"
+    ancestral_variance: str | None = None
+    discrete_levels: str | None = None
+    importance_antiderivative: Callable[[float], float] | None = None
+    importance_inverse: Callable[[Tensor], Tensor] | None = None
 
     def __init__(self, N: int = 1000) -> None:
         try:
@@ -84,6 +105,17 @@ class SDE(abc.ABC):
         ones = torch.ones(like.shape[0], 1, dtype=like.dtype, device=like.device)
         mean, std = self.marginal_prob(ones, t)
         return mean[:, 0], std
+
+    def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(d alpha/dt, d sigma/dt)`` at the 1-D times ``t``.
+
+        The default differentiates :meth:`marginal_coeffs` with autograd (exact for any kernel
+        written in torch operations); the library's processes override it with closed forms.
+        """
+        with torch.enable_grad():
+            tt = t.detach().clone().requires_grad_(True)
+            coeffs = self.marginal_coeffs(tt, tt)
+            return tuple(_derivative(c, tt) for c in coeffs)
 
     @property
     def schedule(self) -> Schedule:
@@ -212,11 +244,175 @@ class ReverseSDE:
         return rev_f, rev_G
 
 
-class _LinearBetaSDE(SDE):
+class LinearSDE(SDE):
+    r"""A forward process defined by its Gaussian kernel: :math:`x_t = \alpha(t) x_0 + \sigma(t) z`.
+
+    The kernel is the primitive; the SDE is derived from it. The process with these marginals is
+
+    .. math:: dx = f(t)\,x\,dt + g(t)\,dw, \qquad f = \frac{d\log\alpha}{dt}, \qquad
+              g^2 = \frac{d\sigma^2}{dt} - 2 f \sigma^2 = -2\sigma^2 \frac{d\lambda}{dt},
+
+    with :math:`\lambda = \log(\alpha/\sigma)` the half log signal-to-noise ratio (decreasing in ``t``).
+    Every sampler, the likelihood, guidance and the inverse problems then work with it.
+
+    Two ways to make one:
+
+    * **any path from two functions**: ``LinearSDE(alpha, sigma, T=1.0)`` with ``alpha(t)`` and
+      ``sigma(t)`` differentiable torch functions of a 1-D time tensor (:math:`\alpha > 0` on
+      ``[0, T]``, :math:`\sigma > 0` on ``(0, T]``, :math:`\lambda` decreasing); their
+      derivatives come from autograd and the inverses ``t(lambda)``, ``t(sigma)`` from bisection
+      (or pass closed forms as ``t_from_log_snr`` / ``t_from_sigma``);
+    * **a subclass** implementing :meth:`kernel` (and, where it has them, closed forms of
+      :meth:`kernel_derivatives`, :meth:`coefficients`, ``t_from_log_snr`` and ``t_from_sigma``),
+      as :class:`VPSDE`, :class:`SubVPSDE`, :class:`VESDE`, :class:`RectifiedFlow`,
+      :class:`CosineVPSDE` and :class:`EDMSDE` do.
+
+    :meth:`discretize` is the exact transition of the kernel over a step. The prior is
+    :math:`N(0, \sigma(T)^2 I)`.
+
+    Args:
+        alpha, sigma: the kernel's coefficients as functions of ``t`` (a 1-D tensor).
+        T: end time of the process (where sampling starts).
+        N: default number of discretization steps.
+        eps: where sampling stops by default (:attr:`default_eps`; default 1e-3).
+        t_from_log_snr, t_from_sigma: optional closed-form inverses (1-D tensor in, times out).
+    """
+
+    _CHECK_POINTS = 65  # times at which a user's kernel is checked on construction
+
+    def __init__(
+        self,
+        alpha: Callable[[Tensor], Tensor] | None = None,
+        sigma: Callable[[Tensor], Tensor] | None = None,
+        *,
+        T: float = 1.0,
+        N: int = 1000,
+        eps: float | None = None,
+        t_from_log_snr: Callable[[Tensor], Tensor] | None = None,
+        t_from_sigma: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        super().__init__(N)
+        if (alpha is None) != (sigma is None):
+            raise ValueError("pass both alpha and sigma (the kernel x_t = alpha(t) x0 + sigma(t) z), or neither")
+        for name, fn in (("alpha", alpha), ("sigma", sigma), ("t_from_log_snr", t_from_log_snr),
+                         ("t_from_sigma", t_from_sigma)):  # fmt: skip
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be a function of a 1-D time tensor, got {type(fn).__name__}")
+        self._T = _check_end_time(T)
+        self._alpha, self._sigma = alpha, sigma
+        self._inverses = {"t_from_log_snr": t_from_log_snr, "t_from_sigma": t_from_sigma}
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < self._T):
+            raise ValueError(f"eps must be a number in (0, T={self._T}), got {eps!r}")
+        self._eps = None if eps is None else float(eps)
+        if alpha is not None:
+            self._check_kernel()
+
+    @property
+    def T(self) -> float:
+        return self._T
+
+    @property
+    def default_eps(self) -> float:
+        return SDE.default_eps if self._eps is None else self._eps
+
+    def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(alpha(t), sigma(t))`` for a 1-D tensor of times in ``[0, T]`` (same shape, dtype, device)."""
+        if self._alpha is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement kernel(t)")
+        return self._alpha(t), self._sigma(t)
+
+    def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(d alpha/dt, d sigma/dt)``; by autograd through :meth:`kernel` unless a subclass has closed forms."""
+        with torch.enable_grad():
+            tt = t.detach().clone().requires_grad_(True)
+            return tuple(_derivative(c, tt) for c in self.kernel(tt))
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(f(t), g(t)^2)`` of the SDE: :math:`f = \alpha'/\alpha`, :math:`g^2 = 2\sigma(\sigma' - f\sigma)`."""
+        alpha, sigma = self.kernel(t)
+        d_alpha, d_sigma = self.kernel_derivatives(t)
+        f = d_alpha / alpha
+        return f, 2.0 * sigma * (d_sigma - f * sigma)
+
+    def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        t = self._time(t, x)
+        f, g2 = self.coefficients(t)
+        return expand_to(f, x) * x, torch.sqrt(g2.clamp_min(0.0))
+
+    def marginal_coeffs(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
+        return self.kernel(self._time(t, like))
+
+    def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        alpha, sigma = self.marginal_coeffs(t, x0)
+        return expand_to(alpha, x0) * x0, sigma
+
+    def discretize(self, x: Tensor, t: TimeLike, dt: float | None = None) -> tuple[Tensor, Tensor]:
+        r"""The exact kernel transition arriving at ``t``: :math:`x_t = a\,x_{t-\Delta t} + b z` with
+        :math:`a = \alpha(t)/\alpha(t-\Delta t)`, :math:`b^2 = \sigma(t)^2 - a^2\sigma(t-\Delta t)^2`,
+        i.e. :math:`f = (a - 1)x`, :math:`G = b` (DDPM's rule for VP; ``dt`` defaults to ``T/N``)."""
+        dt = self._step(t, x, dt)
+        t = self._time(t, x)
+        (alpha_t, sigma_t), (alpha_p, sigma_p) = self.kernel(t), self.kernel((t - dt).clamp_min(0.0))
+        a = alpha_t / alpha_p
+        return expand_to(a - 1.0, x) * x, torch.sqrt((sigma_t**2 - (a * sigma_p) ** 2).clamp_min(0.0))
+
+    def importance_antiderivative(self, t: float) -> float:
+        r"""An antiderivative of :math:`g^2/\sigma^2`: since :math:`g^2 = -2\sigma^2\lambda'`, :math:`F = -2\lambda(t)`
+        for every linear process (importance-sampled times are uniform in the log-SNR)."""
+        return -2.0 * self.schedule.log_snr(float(t))
+
+    def importance_inverse(self, F: Tensor) -> Tensor:
+        r"""The time with :math:`F(t) =` ``F``: :math:`t = t(\lambda = -F/2)`."""
+        return self.t_from_log_snr(-0.5 * F)
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        fn = self._inverses["t_from_log_snr"]
+        return super().t_from_log_snr(lam) if fn is None else fn(lam)
+
+    def t_from_sigma(self, sigma: Tensor) -> Tensor:
+        fn = self._inverses["t_from_sigma"]
+        return super().t_from_sigma(sigma) if fn is None else fn(sigma)
+
+    def _check_kernel(self) -> None:
+        """A user's kernel, checked once in float64: shapes, alpha > 0, sigma > 0 after 0, lambda decreasing."""
+        t = torch.linspace(0.0, self._T, self._CHECK_POINTS, dtype=torch.float64)
+        try:
+            alpha, sigma = self.kernel(t)
+        except Exception as err:  # any failure of user code is reported in one line
+            raise ValueError(f"the kernel functions failed on a tensor of times: {type(err).__name__}: {err}") from err
+        for name, value in (("alpha", alpha), ("sigma", sigma)):
+            if not isinstance(value, Tensor) or value.shape != t.shape:
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"{name}(t) must return a tensor shaped like t {tuple(t.shape)}, got {got}")
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name}(t) is not finite everywhere on [0, T={self._T}]")
+        if not bool((alpha > 0).all()):
+            raise ValueError(f"alpha(t) must be > 0 on [0, T={self._T}] (the signal may not vanish before T); "
+                             f"its smallest value is {float(alpha.min()):.3g}")  # fmt: skip
+        if not bool((sigma[1:] > 0).all()) or float(sigma[0]) < 0:
+            raise ValueError(f"sigma(t) must be > 0 on (0, T={self._T}] and >= 0 at 0")
+        lam = torch.log(alpha[1:]) - torch.log(sigma[1:])
+        if not bool((lam[1:] < lam[:-1]).all()):
+            raise ValueError("the log signal-to-noise ratio log(alpha/sigma) must decrease in t (noise is added)")
+
+    def __repr__(self) -> str:
+        if self._alpha is None:
+            return super().__repr__()
+        names = (getattr(f, "__name__", type(f).__name__) for f in (self._alpha, self._sigma))
+        return f"LinearSDE(alpha={next(names)}, sigma={next(names)}, T={self._T}, N={self.N})"
+
+
+def _check_end_time(T: object) -> float:
+    if isinstance(T, bool) or not isinstance(T, (int, float)) or not (math.isfinite(T) and T > 0):
+        raise ValueError(f"T (the end time) must be a finite number > 0, got {T!r}")
+    return float(T)
+
+
+class _LinearBetaSDE(LinearSDE):
     r"""Shared schedule of VP and sub-VP: :math:`\beta(t) = \beta_0 + t(\beta_1-\beta_0)`, prior N(0, I)."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000) -> None:
-        super().__init__(N)
+        super().__init__(N=N)
         beta_min, beta_max = float(beta_min), float(beta_max)
         if not 0 < beta_min <= beta_max < math.inf:
             raise ValueError(f"need 0 < beta_min <= beta_max < inf, got {beta_min}, {beta_max}")
@@ -239,10 +435,6 @@ class _LinearBetaSDE(SDE):
         t = 2.0 * ib / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * (self.beta_max - self.beta_min) * ib))
         return torch.where(torch.isinf(ib), ib, t)  # B = inf (sigma = 1, lambda = -inf): t = inf, clamped to T
 
-    def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
-        alpha, sigma = self.marginal_coeffs(t, x0)
-        return expand_to(alpha, x0) * x0, sigma
-
     def prior_std(self) -> float:
         return 1.0
 
@@ -256,15 +448,27 @@ class VPSDE(_LinearBetaSDE):
     Prior :math:`N(0, I)`. :meth:`discretize` is the DDPM rule.
     """
 
+    ancestral_variance = "forward"
+    discrete_levels = "ddpm"
+
+    def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        ib = self.integral_beta(t)
+        return torch.exp(-0.5 * ib), torch.sqrt(-torch.expm1(-ib))
+
+    def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Closed form: :math:`\alpha' = -\tfrac12\beta\alpha`, :math:`\sigma' = \tfrac12\beta e^{-B}/\sigma`."""
+        alpha, sigma = self.kernel(t)
+        beta = self.beta(t)
+        return -0.5 * beta * alpha, 0.5 * beta * alpha**2 / sigma
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        beta = self.beta(t)
+        return -0.5 * beta, beta
+
     def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         t = self._time(t, x)
         beta = self.beta(t)
         return -0.5 * expand_to(beta, x) * x, torch.sqrt(beta)
-
-    def marginal_coeffs(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
-        t = self._time(t, like)
-        ib = self.integral_beta(t)
-        return torch.exp(-0.5 * ib), torch.sqrt(-torch.expm1(-ib))
 
     def t_from_log_snr(self, lam: Tensor) -> Tensor:
         r"""Closed form: :math:`e^{-2\lambda} = e^{B(t)} - 1`, so :math:`B = \mathrm{softplus}(-2\lambda)`."""
@@ -273,6 +477,14 @@ class VPSDE(_LinearBetaSDE):
     def t_from_sigma(self, sigma: Tensor) -> Tensor:
         r"""Closed form: :math:`\sigma^2 = 1 - e^{-B(t)}`, so :math:`B = -\log(1 - \sigma^2)`."""
         return self.t_from_integral_beta(-torch.log1p(-(sigma**2)))
+
+    def importance_antiderivative(self, t: float) -> float:
+        r"""An antiderivative of :math:`g^2/\sigma^2 = \beta/(1-e^{-B})`: :math:`F = \log(e^B - 1)`."""
+        return _log_expm1(float(self.integral_beta(t)))
+
+    def importance_inverse(self, F: Tensor) -> Tensor:
+        r"""The time with :math:`F(t) =` ``F``: :math:`B = \log(1 + e^F)` (stable), then ``t_from_integral_beta``."""
+        return self.t_from_integral_beta(F.clamp_min(0) + torch.log1p(torch.exp(-F.abs())))
 
     def discrete_betas(self) -> Tensor:
         """DDPM's betas, ``linspace(beta_min/N, beta_max/N, N)`` (float64, CPU)."""
@@ -312,16 +524,29 @@ class SubVPSDE(_LinearBetaSDE):
     :meth:`discretize` is Euler-Maruyama.
     """
 
+    def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        ib = self.integral_beta(t)
+        return torch.exp(-0.5 * ib), -torch.expm1(-ib)
+
+    def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Closed form: :math:`\alpha' = -\tfrac12\beta\alpha`, :math:`\sigma' = \beta e^{-B} = \beta\alpha^2`."""
+        alpha = self.kernel(t)[0]
+        beta = self.beta(t)
+        return -0.5 * beta * alpha, beta * alpha**2
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        beta = self.beta(t)
+        return -0.5 * beta, beta * -torch.expm1(-2.0 * self.integral_beta(t))
+
     def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         t = self._time(t, x)
         beta = self.beta(t)
         discount = -torch.expm1(-2.0 * self.integral_beta(t))
         return -0.5 * expand_to(beta, x) * x, torch.sqrt(beta * discount)
 
-    def marginal_coeffs(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
-        t = self._time(t, like)
-        ib = self.integral_beta(t)
-        return torch.exp(-0.5 * ib), -torch.expm1(-ib)
+    def discretize(self, x: Tensor, t: TimeLike, dt: float | None = None) -> tuple[Tensor, Tensor]:
+        """Euler-Maruyama (the reference code's sub-VP has no discrete rule of its own)."""
+        return SDE.discretize(self, x, t, dt)
 
     def t_from_log_snr(self, lam: Tensor) -> Tensor:
         r"""Closed form: with :math:`\sigma = 1 - \alpha^2` and :math:`\sigma = \alpha e^{-\lambda}`,
@@ -332,8 +557,20 @@ class SubVPSDE(_LinearBetaSDE):
         r"""Closed form: :math:`\sigma = 1 - e^{-B(t)}`, so :math:`B = -\log(1 - \sigma)`."""
         return self.t_from_integral_beta(-torch.log1p(-sigma))
 
+    def importance_antiderivative(self, t: float) -> float:
+        r"""An antiderivative of :math:`g^2/\sigma^2 = \beta\coth(B/2)`: :math:`F = 2\log\sinh(B/2)`."""
+        b = float(self.integral_beta(t))
+        return b + 2.0 * math.log(-math.expm1(-b)) - 2.0 * math.log(2.0)
 
-class VESDE(SDE):
+    def importance_inverse(self, F: Tensor) -> Tensor:
+        r"""The time with :math:`F(t) =` ``F``: :math:`B/2 = \mathrm{asinh}(e^{F/2})`, stable on both sides."""
+        a = 0.5 * F
+        pos, neg = a.clamp_min(0), a.clamp_max(0)
+        half = torch.where(a > 0, pos + torch.log1p(torch.sqrt(1 + torch.exp(-2 * pos))), torch.asinh(torch.exp(neg)))
+        return self.t_from_integral_beta(2.0 * half)
+
+
+class VESDE(LinearSDE):
     r"""Variance-exploding SDE, the continuous limit of SMLD / NCSN.
 
     :math:`dx = \sqrt{d\sigma^2(t)/dt}\,dw` with
@@ -346,8 +583,12 @@ class VESDE(SDE):
     Prior :math:`N(0, \sigma_{max}^2 I)`. :meth:`discretize` is the SMLD rule.
     """
 
+    default_eps = 1e-5
+    ancestral_variance = "posterior"
+    discrete_levels = "smld"
+
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000) -> None:
-        super().__init__(N)
+        super().__init__(N=N)
         sigma_min, sigma_max = float(sigma_min), float(sigma_max)
         if not 0 < sigma_min < sigma_max < math.inf:
             raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
@@ -361,14 +602,20 @@ class VESDE(SDE):
     def sigma(self, t: Tensor) -> Tensor:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
+    def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.ones_like(t), self.sigma(t)
+
+    def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Closed form: :math:`\alpha' = 0`, :math:`\sigma' = \sigma\log(\sigma_{max}/\sigma_{min})`."""
+        return torch.zeros_like(t), self.sigma(t) * math.log(self.sigma_max / self.sigma_min)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.zeros_like(t), self.sigma(t) ** 2 * (2 * math.log(self.sigma_max / self.sigma_min))
+
     def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         t = self._time(t, x)
         g = self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
         return torch.zeros_like(x), g
-
-    def marginal_coeffs(self, t: TimeLike, like: Tensor) -> tuple[Tensor, Tensor]:
-        t = self._time(t, like)
-        return torch.ones_like(t), self.sigma(t)
 
     def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         return x0, self.marginal_coeffs(t, x0)[1]
@@ -383,6 +630,13 @@ class VESDE(SDE):
 
     def prior_std(self) -> float:
         return self.sigma_max
+
+    def importance_antiderivative(self, t: float) -> float:
+        r""":math:`g^2/\sigma^2 = 2\log(\sigma_{max}/\sigma_{min})` is constant, :math:`F` linear in ``t``."""
+        return 2.0 * math.log(self.sigma_max / self.sigma_min) * t
+
+    def importance_inverse(self, F: Tensor) -> Tensor:
+        return F / (2.0 * math.log(self.sigma_max / self.sigma_min))
 
     def discrete_sigmas(self) -> Tensor:
         """SMLD's ascending noise levels ``exp(linspace(log sigma_min, log sigma_max, N))`` (float64, CPU)."""
@@ -407,3 +661,16 @@ class VESDE(SDE):
         else:
             sigma, prev = self.sigma(t), self.sigma(t - dt)
         return torch.zeros_like(x), torch.sqrt(sigma**2 - prev**2)
+
+
+def _derivative(value: Tensor, t: Tensor) -> Tensor:
+    """d value / d t elementwise for a 1-D ``value`` computed from ``t`` (zero where it does not depend on ``t``)."""
+    if not value.requires_grad:
+        return torch.zeros_like(t).detach()
+    (grad,) = torch.autograd.grad(value.sum(), t, retain_graph=True, allow_unused=True)
+    return torch.zeros_like(t).detach() if grad is None else grad.detach()
+
+
+def _log_expm1(b: float) -> float:
+    """``log(exp(b) - 1)`` for ``b > 0`` without overflow."""
+    return b + math.log(-math.expm1(-b))

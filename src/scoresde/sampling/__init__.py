@@ -33,7 +33,7 @@ from torch import Tensor
 from .._checks import check_eps, check_shape
 from ..noise import SampleNoise
 from ..score import CountedScore, x0_from_score
-from ..sde import SDE, VESDE, ScoreFn
+from ..sde import SDE, ScoreFn
 from .adaptive_sde import adaptive_sde
 from .edm import edm_heun
 from .exponential import dpm_solver, dpm_solver_pp, sde_dpm_solver_pp, unipc
@@ -106,8 +106,8 @@ _HOOKS = ("callback", "replace")
 
 
 def default_eps(sde: SDE) -> float:
-    """The paper's sampling end time: 1e-5 for VE, 1e-3 otherwise (VP, sub-VP)."""
-    return 1e-5 if isinstance(sde, VESDE) else 1e-3
+    """The process's sampling end time, :attr:`SDE.default_eps` (the paper's: 1e-5 for VE, 1e-3 for VP, sub-VP)."""
+    return sde.default_eps
 
 
 def sampler_options(sampler: str | Callable[..., Tensor]) -> tuple[str, ...]:

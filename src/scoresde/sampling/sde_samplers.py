@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_options, expand_to, randn_like
-from ..sde import SDE, VESDE, VPSDE, ScoreFn
+from ..sde import SDE, ScoreFn
 from .loop import Callback, ReplaceFn, run_steps
 
 PredictorFn = Callable[..., Tensor]
@@ -81,14 +81,14 @@ def ancestral_step(
     """
     if probability_flow:
         raise ValueError("ancestral sampling has no probability-flow variant; use sampler='ode' or 'ddim'")
-    if not isinstance(sde, (VESDE, VPSDE)):
+    if sde.ancestral_variance is None:
         raise TypeError(
             f"ancestral sampling is defined for VPSDE and VESDE, not {type(sde).__name__}; "
             "use 'reverse_diffusion', 'euler_maruyama' or 'ddim' (eta=1) instead"
         )
     score = score_fn(x, sde._time(t, x))
     (alpha_t, sigma_t, _), (alpha_s, sigma_s, _) = sde.schedule.coeffs(t), sde.schedule.coeffs(s)
-    if isinstance(sde, VESDE):
+    if sde.ancestral_variance == "posterior":
         jump = sigma_t**2 - sigma_s**2
         mean = x + jump * score
         std = math.sqrt(sigma_s**2 * jump / sigma_t**2)
