@@ -20,12 +20,21 @@ from scoresde.toy import demo_mixture, mixture_errors
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny tensor ops: a second intra-op thread only waits
 
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
+SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(), "cosine": sd.CosineVPSDE(),
+        "rf": sd.RectifiedFlow(), "edm": sd.EDMSDE()}  # fmt: skip
 FAST = ("dpm_solver++", "dpm_solver", "unipc", "edm_heun", "sde_dpm_solver++")
 
 
 def kernel(sde, t):
-    """(alpha, sigma) at the float time ``t`` from the formulas (VP, sub-VP: B = b0 t + (b1-b0) t^2/2; VE)."""
+    """(alpha, sigma) at the float time ``t`` from the formulas (VP, sub-VP: B = b0 t + (b1-b0) t^2/2; VE;
+    cosine: cos((t+s)/(1+s) pi/2) / cos(s/(1+s) pi/2); rectified flow: 1 - t, t; EDM: 1, t)."""
+    if isinstance(sde, sd.RectifiedFlow):
+        return 1.0 - t, t
+    if isinstance(sde, sd.EDMSDE):
+        return 1.0, t
+    if isinstance(sde, sd.CosineVPSDE):
+        alpha = math.cos((t + sde.s) / (1 + sde.s) * math.pi / 2) / math.cos(sde.s / (1 + sde.s) * math.pi / 2)
+        return alpha, math.sqrt(1 - alpha**2)
     if isinstance(sde, sd.VESDE):
         return 1.0, sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t
     big_b = sde.beta_min * t + (sde.beta_max - sde.beta_min) * t**2 / 2

@@ -14,18 +14,21 @@ from .noise import SampleNoise
 from .official import convert_official, load_official
 from .sampling import default_eps, optimize_grid, sample, time_grid
 from .schedule import Schedule
-from .score import CountedScore, ModelScore, eps_from_score, score_from_output, x0_from_score
-from .sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, ScoreFn, SubVPSDE
+from .score import CountedScore, ModelScore, eps_from_score, output_from_score, score_from_output, x0_from_score
+from .sde import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, LinearSDE, RectifiedFlow, ReverseSDE, ScoreFn, SubVPSDE
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EDMSDE",
     "SDE",
     "VESDE",
     "VPSDE",
+    "CosineVPSDE",
     "CountedScore",
     "LinearSDE",
     "ModelScore",
+    "RectifiedFlow",
     "ReverseSDE",
     "SampleNoise",
     "Schedule",
@@ -49,6 +52,7 @@ __all__ = [
     "log_likelihood",
     "operators",
     "optimize_grid",
+    "output_from_score",
     "sample",
     "sampling",
     "score_from_output",

@@ -34,7 +34,7 @@ from .checkpoint import (
     prefixed,
     resolve_checkpoint,
 )
-from .config import Config, SDEConfig, check_ranges, from_dict, parse_value
+from .config import SDE_KEYS, Config, check_ranges, parse_value, stored_config
 from .data import (
     TOY_CLASSES,
     TOYS,
@@ -47,7 +47,7 @@ from .data import (
     toy_data,
 )
 from .integrators import ERROR_NORMS
-from .losses import REDUCTIONS, WEIGHTINGS, ddpm_loss, dsm_loss, smld_loss
+from .losses import REDUCTIONS, TIME_SAMPLINGS, WEIGHTINGS, check_time_sampling, ddpm_loss, dsm_loss, smld_loss
 from .nets import NCSNpp, TimeMLP, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_small, ncsnpp_cifar10
 from .sampling import SAMPLERS, sampler_options
 from .sampling import is_adaptive as sampling_is_adaptive
@@ -55,14 +55,18 @@ from .sampling.exponential import PREDICTIONS as SOLVER_PREDICTIONS
 from .sampling.ode_samplers import ODE_METHODS
 from .sampling.sde_samplers import CORRECTORS, PREDICTORS
 from .score import PREDICTIONS, STDS, TIME_INPUTS, ModelScore
-from .sde import SDE, VESDE, VPSDE, SubVPSDE
+from .sde import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, RectifiedFlow, SubVPSDE
 
 # -- registries ---------------------------------------------------------------------------------
-SDES: dict[str, Callable[[SDEConfig], SDE]] = {
-    "vp": lambda s: VPSDE(s.beta_min, s.beta_max, s.N),
-    "subvp": lambda s: SubVPSDE(s.beta_min, s.beta_max, s.N),
-    "ve": lambda s: VESDE(s.sigma_min, s.sigma_max, s.N),
+SDES: dict[str, Callable[..., SDE]] = {
+    "vp": VPSDE,
+    "subvp": SubVPSDE,
+    "ve": VESDE,
+    "cosine": CosineVPSDE,
+    "rectified_flow": RectifiedFlow,
+    "edm": EDMSDE,
 }
+"""``[sde] type`` -> the process; its keys are :data:`scoresde.config.SDE_KEYS` (unset ones take the defaults)."""
 
 
 def _image_folder(cfg: Config, split: str) -> ImageData:
@@ -102,7 +106,9 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
 def _dsm(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
     t = cfg.training
     return partial(dsm_loss, sde, score, weighting=t.weighting, reduce=t.reduce, eps=t.eps,
-                   importance_sampling=t.importance_sampling)  # fmt: skip
+                   importance_sampling=t.importance_sampling, time_sampling=t.time_sampling,
+                   sigma_data=cfg.model.sigma_data, gamma=t.min_snr_gamma, time_mean=t.time_mean,
+                   time_std=t.time_std)  # fmt: skip
 
 
 def _ddpm(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
@@ -131,6 +137,7 @@ NAMES: dict[str, Iterable[str]] = {
     "model.std": STDS,
     "training.loss": LOSSES,
     "training.weighting": WEIGHTINGS,
+    "training.time_sampling": TIME_SAMPLINGS,
     "training.reduce": REDUCTIONS,
     "sampling.sampler": SAMPLERS,
 }
@@ -199,6 +206,8 @@ def check_config(cfg: Config, training: bool = True, data: bool | None = None) -
     for dotted, allowed in NAMES.items():
         check_choice(dotted, _field(cfg, dotted), allowed)
     d, m, t = cfg.data, cfg.model, cfg.training
+    build_sde(cfg)  # the process's own parameter checks (e.g. sigma_min < sigma_max with its defaults)
+    check_time_sampling(t.time_sampling, t.weighting, t.importance_sampling, t.time_mean, t.time_std, t.loss)
     check_data_config(cfg, data)
     needed = LOSS_SDES.get(t.loss)
     if needed is not None and cfg.sde.type != needed:
@@ -380,8 +389,19 @@ def is_adaptive(sampler: str, options: Mapping[str, Any]) -> bool:
 
 # -- building -----------------------------------------------------------------------------------
 def build_sde(cfg: Config) -> SDE:
-    check_choice("sde.type", cfg.sde.type, SDES)
-    return SDES[cfg.sde.type](cfg.sde)
+    """The configured forward process; a parameter it refuses is a one-line error naming the ``[sde]`` section."""
+    s = cfg.sde
+    check_choice("sde.type", s.type, SDES)
+    given = {arg: getattr(s, key) for key, arg in SDE_KEYS[s.type].items() if getattr(s, key) is not None}
+    try:
+        return SDES[s.type](**given, N=s.N)
+    except ValueError as err:
+        raise ValueError(f"[sde] type {cfg.sde.type!r}: {err}") from None
+
+
+def same_process(a: Config, b: Config) -> bool:
+    """Whether two configs describe the same forward process (compared as built: unset keys take the defaults)."""
+    return repr(build_sde(a)) == repr(build_sde(b))
 
 
 def load_dataset(
@@ -429,7 +449,7 @@ def build_score(model: nn.Module, sde: SDE, cfg: Config, y: int | Tensor | None 
     """The configured score of ``model``; ``y``: fixed class labels of a class-conditional model."""
     m = cfg.model
     return ModelScore(model, sde, prediction=m.prediction, time_input=m.time_input, time_scale=m.time_scale, y=y,
-                      std=m.std)  # fmt: skip
+                      std=m.std, sigma_data=m.sigma_data)  # fmt: skip
 
 
 def build_loss(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:
@@ -454,7 +474,7 @@ def checkpoint_config(
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path} is not a scoresde training checkpoint (its metadata has no config)")
     check_format(meta, fmt, path)
-    cfg = from_dict(meta["config"])
+    cfg = stored_config(meta["config"])
     if data_root is not None:
         if not Path(data_root).is_dir():
             raise FileNotFoundError(f"--data-root {data_root} is not a directory")

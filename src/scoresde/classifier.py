@@ -43,7 +43,6 @@ from . import __version__
 from ._checks import batch_time, expand_to
 from .build import (
     DATASETS,
-    SDES,
     build_sde,
     check_choice,
     check_class_count,
@@ -55,6 +54,7 @@ from .build import (
     load_dataset,
     model_batch,
     pick_device,
+    same_process,
 )
 from .checkpoint import (
     CLASSIFIER_FORMAT,
@@ -72,7 +72,7 @@ from .checkpoint import (
     truncate_log,
     workdir_lock,
 )
-from .config import Config, check_ranges, from_dict
+from .config import Config, check_ranges, stored_config
 from .losses import training_noise
 from .nets.layers import GaussianFourierProjection, ResnetBlockDDPM, conv, dense, group_norm
 from .plotting import atomic_write, check_writable_dir
@@ -205,7 +205,7 @@ def check_classifier_config(cfg: Config, data: bool = True) -> Config:
     train a classifier; cheap, reads no data (with ``data``, ``data.root`` must be a directory)."""
     check_ranges(cfg)
     c, d = cfg.classifier, cfg.data
-    check_choice("sde.type", cfg.sde.type, SDES)
+    build_sde(cfg)  # the type's name and the process's own parameter checks
     check_choice("data.dataset", d.dataset, DATASETS)
     check_choice("classifier.arch", c.arch, CLASSIFIER_ARCHS)
     check_data_config(cfg, data)
@@ -313,9 +313,12 @@ def train_classifier(cfg: Config, workdir: str | Path, resume: bool = True, prog
 
 
 def _check_same_classifier(saved: dict[str, Any], cfg: Config, path: Path) -> None:
-    old = from_dict(saved)
-    same = (old.sde, old.data.dataset, old.classifier.arch, old.classifier.num_classes, old.classifier.net) == (
-        cfg.sde, cfg.data.dataset, cfg.classifier.arch, cfg.classifier.num_classes, cfg.classifier.net)  # fmt: skip
+    old = stored_config(saved)
+
+    def key(c: Config) -> tuple:
+        return c.data.dataset, c.classifier.arch, c.classifier.num_classes, c.classifier.net
+
+    same = same_process(old, cfg) and key(old) == key(cfg)
     if not same:
         raise ValueError(f"{path} was written with a different classifier, SDE or dataset; use a new workdir "
                          f"(or --overwrite to delete the old run)")  # fmt: skip

@@ -331,7 +331,7 @@ def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Path | None] 
 
     Returns ``None`` (no guidance) or ``(classes to draw, number of classes, classifier file or None)``.
     """
-    from .build import checkpoint_config, data_shape
+    from .build import build_sde, checkpoint_config, data_shape, same_process
     from .checkpoint import CLASSIFIER_FORMAT, read_metadata, resolve_checkpoint
 
     if args.klass is None:
@@ -343,9 +343,9 @@ def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Path | None] 
     if args.classifier is not None:
         classifier = resolve_checkpoint(args.classifier)
         clf_cfg = checkpoint_config(read_metadata(classifier), classifier, CLASSIFIER_FORMAT)
-        if clf_cfg.sde != cfg.sde:
-            raise ValueError(f"--classifier {classifier} was trained under another SDE ({clf_cfg.sde}) than the "
-                             f"checkpoint ({cfg.sde}); train it with the model's [sde]")  # fmt: skip
+        if not same_process(clf_cfg, cfg):
+            raise ValueError(f"--classifier {classifier} was trained under another SDE ({build_sde(clf_cfg)!r}) than "
+                             f"the checkpoint ({build_sde(cfg)!r}); train it with the model's [sde]")  # fmt: skip
         if (data_shape(clf_cfg), clf_cfg.data.data_range) != (data_shape(cfg), cfg.data.data_range):
             raise ValueError(f"--classifier {classifier} was trained on data of another shape or range than the "
                              f"checkpoint's {data_shape(cfg)} in {cfg.data.data_range}")  # fmt: skip

@@ -28,12 +28,32 @@ else:  # pragma: no cover
 
 @dataclass
 class SDEConfig:
-    type: str = "vp"  # vp | subvp | ve
+    """The forward process. Each type reads its own keys (an unset optional key takes the process's default):
+
+    ``vp``, ``subvp``: ``beta_min``, ``beta_max``; ``ve``: ``sigma_min`` (0.01), ``sigma_max`` (50);
+    ``edm``: ``sigma_min`` (0.002), ``sigma_max`` (80); ``rectified_flow``: ``T`` (0.999);
+    ``cosine``: ``cosine_s``, ``T`` (0.9946). Every type reads ``N``.
+    """
+
+    type: str = "vp"  # vp | subvp | ve | cosine | rectified_flow | edm
     beta_min: float = 0.1
     beta_max: float = 20.0
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    cosine_s: float = 0.008
+    T: float | None = None
     N: int = 1000
+
+
+SDE_KEYS: dict[str, dict[str, str]] = {
+    "vp": {"beta_min": "beta_min", "beta_max": "beta_max"},
+    "subvp": {"beta_min": "beta_min", "beta_max": "beta_max"},
+    "ve": {"sigma_min": "sigma_min", "sigma_max": "sigma_max"},
+    "edm": {"sigma_min": "sigma_min", "sigma_max": "sigma_max"},
+    "rectified_flow": {"T": "T"},
+    "cosine": {"cosine_s": "s", "T": "T"},
+}
+"""The ``[sde]`` keys each type reads (besides ``N``), and the process's constructor argument each one sets."""
 
 
 @dataclass
@@ -52,10 +72,11 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     arch: str = "ddpmpp_small"  # ncsnpp | ddpmpp | ddpm | ddpmpp_small | unet | mlp
-    prediction: str = "eps"  # eps | x0 | score | v
-    time_input: str = "t"  # t | sigma | log_sigma | sigma_index
+    prediction: str = "eps"  # eps | x0 | score | v | velocity | edm
+    time_input: str = "t"  # t | sigma | log_sigma | sigma_index | c_noise
     time_scale: float = 999.0
     std: str = "marginal"  # marginal | discrete (eps / DDPM's discrete std: the reference's discrete VP models)
+    sigma_data: float = 0.5  # EDM's data std: the edm prediction's preconditioning and the edm weighting
     net: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the network
 
 
@@ -72,8 +93,12 @@ class TrainingConfig:
     ema: float = 0.9999
     ema_warmup: bool = True  # decay min(ema, (1 + n) / (10 + n)) at update n
     loss: str = "dsm"  # dsm | ddpm | smld
-    weighting: str = "sigma2"  # sigma2 | likelihood
-    importance_sampling: bool = False  # dsm + likelihood only: t ~ g^2/sigma^2, reweighted (same expectation)
+    weighting: str = "sigma2"  # sigma2 | likelihood | edm | velocity | min_snr
+    time_sampling: str = "uniform"  # uniform | importance | lognormal | logit_normal
+    time_mean: float | None = None  # lognormal (ln sigma/alpha, default -1.2) / logit_normal (logit t, default 0)
+    time_std: float | None = None  # their std (defaults 1.2 and 1)
+    min_snr_gamma: float = 5.0  # gamma of the min_snr weighting
+    importance_sampling: bool = False  # = time_sampling "importance" (dsm + likelihood: t ~ g^2/sigma^2, reweighted)
     p_uncond: float = 0.0  # class-conditional models: probability of the null label (classifier-free guidance)
     reduce: str = "mean"  # mean | sum
     eps: float = 1e-5
@@ -197,12 +222,15 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sde.beta_max": _positive(),
     "sde.sigma_min": _positive(),
     "sde.sigma_max": _positive(),
+    "sde.cosine_s": _positive(),
+    "sde.T": _positive(),
     "sde.N": _at_least(2),
     "data.image_size": _at_least(1),
     "data.channels": _at_least(1),
     "data.toy_size": _at_least(1),
     "data.data_range": (_is_interval, "must be [low, high] with finite low < high"),
     "model.time_scale": _positive(),
+    "model.sigma_data": _positive(),
     "training.n_iters": _at_least(1),
     "training.batch_size": _at_least(1),
     "training.lr": _positive(),
@@ -214,6 +242,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.ema": _unit(closed_low=True),
     "training.eps": _unit(closed_low=False),
     "training.p_uncond": _unit(closed_low=True),
+    "training.time_std": _positive(),
+    "training.min_snr_gamma": _positive(),
     "training.log_every": _at_least(1),
     "training.snapshot_every": _at_least(1),
     "training.keep": _at_least(0),
@@ -236,11 +266,35 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 # checks across fields: (fields, predicate on their values, what must hold)
 CROSS_RANGES: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
     (("sde.beta_min", "sde.beta_max"), lambda lo, hi: lo <= hi, "sde.beta_min must be <= sde.beta_max"),
-    (("sde.sigma_min", "sde.sigma_max"), lambda lo, hi: lo < hi, "sde.sigma_min must be < sde.sigma_max"),
+    (
+        ("sde.sigma_min", "sde.sigma_max"),
+        lambda lo, hi: lo is None or hi is None or lo < hi,
+        "sde.sigma_min must be < sde.sigma_max",
+    ),
     (
         ("training.importance_sampling", "training.loss", "training.weighting"),
         lambda on, loss, weighting: not on or (loss == "dsm" and weighting == "likelihood"),
         "training.importance_sampling = true needs training.loss 'dsm' and training.weighting 'likelihood'",
+    ),
+    (
+        ("training.importance_sampling", "training.time_sampling"),
+        lambda on, kind: not on or kind in ("uniform", "importance"),
+        "training.importance_sampling = true is training.time_sampling 'importance'; do not combine it with another",
+    ),
+    (
+        ("training.time_sampling", "training.loss", "training.weighting"),
+        lambda kind, loss, weighting: kind != "importance" or (loss == "dsm" and weighting == "likelihood"),
+        "training.time_sampling 'importance' needs training.loss 'dsm' and training.weighting 'likelihood'",
+    ),
+    (
+        ("training.time_sampling", "training.loss"),
+        lambda kind, loss: kind == "uniform" or loss == "dsm",
+        "training.time_sampling other than 'uniform' needs training.loss 'dsm' (the discrete losses draw levels)",
+    ),
+    (
+        ("training.time_sampling", "training.time_mean", "training.time_std"),
+        lambda kind, mean, std: kind in ("lognormal", "logit_normal") or (mean is None and std is None),
+        "training.time_mean and training.time_std set the lognormal and logit_normal times only",
     ),
 ]
 # sections whose float fields must be finite ([eval] is validated where it is used)
@@ -250,6 +304,30 @@ FINITE_SECTIONS = ("sde", "data", "model", "training", "sampling", "classifier")
 def _get(cfg: Config, dotted: str) -> Any:
     section, key = dotted.split(".")
     return getattr(getattr(cfg, section), key)
+
+
+def check_sde_keys(cfg: Config) -> None:
+    """A ``[sde]`` key the type does not read must keep its default (see :data:`SDE_KEYS`)."""
+    s = cfg.sde
+    reads = SDE_KEYS.get(s.type)
+    if reads is None:  # an unknown type: the registry check names it
+        return
+    for f in dataclasses.fields(SDEConfig):
+        if f.name in ("type", "N") or f.name in reads:
+            continue
+        if getattr(s, f.name) != f.default:
+            keys = ", ".join([*reads, "N"])
+            raise ConfigError(f"sde.{f.name} is not read by sde.type {s.type!r} (its keys: {keys})")
+
+
+def stored_config(raw: dict[str, Any]) -> Config:
+    """A config stored in a checkpoint: :func:`from_dict` after dropping the ``[sde]`` keys its type does not
+    read (configs written before the per-type keys carry every key of the old flat section)."""
+    sde = raw.get("sde")
+    if isinstance(sde, dict) and sde.get("type") in SDE_KEYS:
+        keep = {"type", "N", *SDE_KEYS[sde["type"]]}
+        raw = {**raw, "sde": {k: v for k, v in sde.items() if k in keep}}
+    return from_dict(raw)
 
 
 def check_ranges(cfg: Config) -> Config:
@@ -262,13 +340,20 @@ def check_ranges(cfg: Config) -> Config:
                 raise ConfigError(f"{name}.{f.name} must be a finite number, got {value!r}")
     for dotted, (ok, must) in RANGES.items():
         value = _get(cfg, dotted)
-        if not ok(value):
+        if value is not None and not ok(value):
             raise ConfigError(f"{dotted} {must}, got {value!r}")
     for fields, ok, must in CROSS_RANGES:
         values = [_get(cfg, f) for f in fields]
         if not ok(*values):
             raise ConfigError(f"{must}, got {', '.join(f'{f} = {v!r}' for f, v in zip(fields, values, strict=True))}")
+    check_sde_keys(cfg)
     return cfg
+
+
+def _optional(section: Any, key: str) -> bool:
+    """Whether a field is an optional number (type ``float | None``, default ``None``: unset)."""
+    field_type = {f.name: f.type for f in dataclasses.fields(section)}[key]
+    return "None" in str(field_type)
 
 
 def _assign(section: Any, section_name: str, key: str, value: Any) -> None:
@@ -276,6 +361,13 @@ def _assign(section: Any, section_name: str, key: str, value: Any) -> None:
     if key not in fields:
         raise ConfigError(f"unknown key {section_name}.{key}; known: {', '.join(fields)}")
     default = getattr(section, key)
+    if _optional(section, key):  # an optional number: None (unset, the process's default) or a number
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        value = float(value) if ok and value is not None else value
+        if not ok:
+            raise ConfigError(f"{section_name}.{key} must be a number, got {value!r}")
+        setattr(section, key, value)
+        return
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):

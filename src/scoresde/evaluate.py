@@ -87,7 +87,7 @@ def evaluate(
         raise ValueError(
             "the adaptive samplers (adaptive_sde, ode's rk45) pick their own steps; pass rtol/atol options instead"
         )
-    grid = default_grid(sampler) if grid is None else grid
+    grid = default_grid(sampler, sde) if grid is None else grid
     steps = None if adaptive or not isinstance(grid, str) else (steps or cfg.sampling.steps)
     score = build_score(model, sde, cfg)
 

@@ -1,12 +1,40 @@
 r"""Denoising score matching losses.
 
-Continuous-time DSM (paper eq. 7) with :math:`t \sim U(\epsilon, T)`, :math:`z \sim N(0, I)`,
-:math:`x_t = \alpha(t) x_0 + \sigma(t) z`, whose conditional score is :math:`-z/\sigma(t)`:
+Continuous-time DSM (paper eq. 7) with :math:`z \sim N(0, I)`, :math:`x_t = \alpha(t) x_0 + \sigma(t) z`,
+whose conditional score is :math:`-z/\sigma(t)`, with a weighting :math:`\lambda(t)` of the score error:
 
-* ``weighting="sigma2"`` (:math:`\lambda(t) = \sigma(t)^2`, the default):
-  :math:`\ell = \| \sigma(t) s_\theta(x_t, t) + z \|^2`;
-* ``weighting="likelihood"`` (:math:`\lambda(t) = g(t)^2`, Song et al. 2021b), whose
-  expectation bounds the negative log-likelihood: :math:`\ell = g(t)^2 \| s_\theta(x_t, t) + z/\sigma(t) \|^2`.
+.. math:: \ell = \lambda(t) \| s_\theta(x_t, t) + z/\sigma(t) \|^2 = w(t)\,\| \sigma(t) s_\theta(x_t, t) + z \|^2,
+   \qquad w = \lambda/\sigma^2.
+
+Three independent choices make a training recipe: what the network predicts (``prediction`` of
+:class:`~scoresde.score.ModelScore`: it is converted to the score before the loss, so it changes the
+network's parameterization, not the objective), the weighting, and the time sampling.
+
+Weightings (:func:`loss_weight` is :math:`w`; :math:`\hat\sigma = \sigma/\alpha`):
+
+* ``"sigma2"`` (:math:`\lambda = \sigma^2`, the default): the eps-prediction MSE :math:`\|\hat\epsilon - \epsilon\|^2`;
+* ``"likelihood"`` (:math:`\lambda = g^2`, Song et al. 2021b), whose expectation bounds the negative
+  log-likelihood: :math:`\ell = g(t)^2 \| s_\theta(x_t, t) + z/\sigma(t) \|^2`;
+* ``"edm"`` (Karras et al. 2022): :math:`\frac{\hat\sigma^2 + \sigma_d^2}{(\hat\sigma\sigma_d)^2}\|D_\theta - x_0\|^2`
+  on the denoiser, i.e. :math:`w = (\sigma^2 + \alpha^2\sigma_d^2)/(\alpha\sigma_d)^2` (unit weight on the output
+  of EDM's preconditioned network; ``sigma_data``);
+* ``"velocity"``: the plain flow-matching MSE :math:`\|\hat u - u\|^2` of the velocity
+  :math:`u = \alpha' x_0 + \sigma' z`, i.e. :math:`w = (\sigma' - \alpha'\sigma/\alpha)^2` (rectified flow:
+  :math:`1/(1-t)^2`);
+* ``"min_snr"`` (Hang et al. 2023): the eps-MSE times :math:`\min(\mathrm{SNR}, \gamma)/\mathrm{SNR}`,
+  :math:`\mathrm{SNR} = \alpha^2/\sigma^2`, i.e. :math:`w = \min(1, \gamma\sigma^2/\alpha^2)` (``gamma``, default 5);
+  in score space this is the same objective as min-SNR on the x0 or v losses.
+
+Time samplings (:func:`sample_times`, density :func:`time_density`):
+
+* ``"uniform"``: :math:`t \sim U(\epsilon, T)` (the paper's);
+* ``"importance"``: :math:`p(t) \propto g^2/\sigma^2`, with ``weighting="likelihood"`` only and reweighted (below);
+* ``"lognormal"`` (EDM: :math:`\ln\hat\sigma \sim N(-1.2, 1.2^2)`) and ``"logit_normal"`` (SD3:
+  :math:`\mathrm{logit}\,t \sim N(0, 1)` in rectified-flow time): both are normal distributions of the
+  log-SNR :math:`\lambda`, truncated to :math:`[\lambda(T), \lambda(\epsilon)]`, so they apply to every process.
+  They are not reweighted (as in EDM and SD3): the density becomes part of the weighting, and the loss is
+  the weighted DSM objective with :math:`\lambda_{eff}(t) = (T - \epsilon)\,p(t)\,\lambda(t)`
+  (:func:`objective_weight` states it for every combination; the tests check it by quadrature).
 
 With ``weighting="likelihood"``, ``importance_sampling=True`` (Song et al. 2021b, sec. 5)
 draws :math:`t \sim p(t) \propto g(t)^2/\sigma(t)^2` on :math:`[\epsilon, T]` instead of
@@ -69,10 +97,16 @@ from ._checks import (
     expand_to,
     randn_like,
 )
+from .score import SIGMA_DATA, _check_sigma_data
 from .sde import SDE, VESDE, VPSDE, ScoreFn
 
-WEIGHTINGS = ("sigma2", "likelihood")
+WEIGHTINGS = ("sigma2", "likelihood", "edm", "velocity", "min_snr")
+TIME_SAMPLINGS = ("uniform", "importance", "lognormal", "logit_normal")
 REDUCTIONS = ("mean", "sum")
+TIME_DEFAULTS: dict[str, tuple[float, float]] = {"lognormal": (-1.2, 1.2), "logit_normal": (0.0, 1.0)}
+r"""(mean, std) of the normal times: EDM's :math:`\ln\hat\sigma \sim N(-1.2, 1.2^2)`, SD3's logit-normal(0, 1)."""
+MIN_SNR_GAMMA = 5.0
+r"""Hang et al.'s :math:`\gamma` of the min-SNR weighting."""
 
 
 def _reduce(per_element: Tensor, reduce: str) -> Tensor:
@@ -169,16 +203,155 @@ def importance_times(sde: SDE, x0: Tensor, eps: float = 1e-5, generator: torch.G
     return _from_uniform(sde, eps, u).to(device=x0.device, dtype=x0.dtype)
 
 
-def _check_importance(importance_sampling: bool, weighting: str | None, loss: str = "dsm") -> bool:
+# -- weightings and time samplings ---------------------------------------------------------------------
+def loss_weight(sde: SDE, t: Tensor, weighting: str, sigma_data: float = SIGMA_DATA,
+                gamma: float = MIN_SNR_GAMMA) -> Tensor:  # fmt: skip
+    r"""The factor :math:`w(t) = \lambda(t)/\sigma(t)^2` of :math:`\|\sigma s_\theta + z\|^2` for a weighting
+    :math:`\lambda(t)` of the score-space DSM objective (``[B]`` for times ``[B]``; see the module docstring)."""
+    check_options("weighting", weighting, WEIGHTINGS)
+    if weighting == "sigma2":
+        return torch.ones_like(t)
+    alpha, sigma = sde.marginal_coeffs(t, t)
+    if weighting == "likelihood":
+        return sde.sde(torch.zeros_like(t)[:, None], t)[1] ** 2 / sigma**2
+    if weighting == "edm":
+        scaled = alpha * _check_sigma_data(sigma_data)
+        return (sigma**2 + scaled**2) / scaled**2
+    if weighting == "velocity":
+        d_alpha, d_sigma = sde.kernel_derivatives(sde._time(t, t))
+        return (d_sigma - d_alpha * sigma / alpha) ** 2
+    gamma = _check_gamma(gamma)
+    return (gamma * sigma**2 / alpha**2).clamp_max(1.0)
+
+
+def _check_gamma(gamma: float) -> float:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma (min-SNR weighting) must be a finite number > 0, got {gamma!r}")
+    return float(gamma)
+
+
+def _normal_log_snr(time_sampling: str, mean: float | None, std: float | None) -> tuple[float, float]:
+    r"""``(mu, s)`` of :math:`\lambda \sim N(\mu, s^2)` for the normal time samplings (both normal in log-SNR)."""
+    default_mean, default_std = TIME_DEFAULTS[time_sampling]
+    mean = default_mean if mean is None else mean
+    std = default_std if std is None else std
+    for name, value in (("time_mean", mean), ("time_std", std)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} of {time_sampling} times must be a finite number, got {value!r}")
+    if not std > 0:
+        raise ValueError(f"time_std of {time_sampling} times must be > 0, got {std!r}")
+    return -float(mean), float(std)
+
+
+def _phi(x: float) -> float:
+    """The standard normal CDF (host float; exact 0 and 1 at -inf and inf)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _truncation(sde: SDE, eps: float, mu: float, s: float) -> tuple[float, float]:
+    r"""CDF values of the ends :math:`\lambda(T) < \lambda(\epsilon)` of the truncated normal in :math:`\lambda`."""
+    lam_lo, lam_hi = sde.schedule.log_snr(float(sde.T)), sde.schedule.log_snr(eps)
+    a, b = _phi((lam_lo - mu) / s), _phi((lam_hi - mu) / s)
+    if not b > a:
+        raise ValueError(f"the normal times N({mu:g}, {s:g}^2) in log-SNR put no mass on [eps, T] = [{eps:g}, "
+                         f"{sde.T:g}] (log-SNR [{lam_lo:.3g}, {lam_hi:.3g}])")  # fmt: skip
+    return a, b
+
+
+def check_time_sampling(time_sampling: str, weighting: str | None = None, importance_sampling: bool = False,
+                        time_mean: float | None = None, time_std: float | None = None,
+                        loss: str = "dsm") -> str:  # fmt: skip
+    """Validate a time sampling (and its combination with ``weighting``, the ``loss`` and the legacy
+    ``importance_sampling`` flag); returns the effective one (``importance_sampling=True`` is ``"importance"``)."""
+    check_options("time_sampling", time_sampling, TIME_SAMPLINGS)
     if not isinstance(importance_sampling, bool):
         raise TypeError(f"importance_sampling must be a bool, got {importance_sampling!r}")
-    if importance_sampling and loss != "dsm":
-        raise ValueError(
-            f"importance_sampling=True is for the 'dsm' loss with weighting='likelihood', got loss {loss!r}"
-        )
-    if importance_sampling and weighting is not None and weighting != "likelihood":
-        raise ValueError(f"importance_sampling=True needs weighting='likelihood', got weighting={weighting!r}")
-    return importance_sampling
+    what = "importance_sampling=True" if importance_sampling else f"time_sampling={time_sampling!r}"
+    if importance_sampling:
+        if time_sampling not in ("uniform", "importance"):
+            raise ValueError(f"importance_sampling=True is time_sampling='importance'; it cannot be combined with "
+                             f"time_sampling={time_sampling!r}")  # fmt: skip
+        time_sampling = "importance"
+    if time_sampling != "uniform" and loss != "dsm":
+        raise ValueError(f"{what} is for the 'dsm' loss (continuous times), got loss {loss!r}")
+    if time_sampling == "importance" and weighting is not None and weighting != "likelihood":
+        raise ValueError(f"{what} needs weighting='likelihood', got weighting={weighting!r}")
+    if time_sampling in TIME_DEFAULTS:
+        _normal_log_snr(time_sampling, time_mean, time_std)
+    elif time_mean is not None or time_std is not None:
+        raise ValueError(f"time_mean and time_std set the lognormal and logit_normal times, not {time_sampling!r}")
+    return time_sampling
+
+
+def sample_times(sde: SDE, x0: Tensor, eps: float = 1e-5, generator: torch.Generator | None = None,
+                 time_sampling: str = "uniform", time_mean: float | None = None,
+                 time_std: float | None = None) -> Tensor:  # fmt: skip
+    r"""Draw ``[B]`` training times on ``[eps, T]`` (one uniform draw per sample from ``generator``).
+
+    * ``"uniform"``: :math:`t \sim U(\epsilon, T)`;
+    * ``"importance"``: :math:`p(t) \propto g^2/\sigma^2` (:func:`importance_times`), uniform in log-SNR;
+    * ``"lognormal"`` (EDM): :math:`\ln\hat\sigma \sim N(m, s^2)` in EDM's noise level :math:`\hat\sigma = \sigma/\alpha
+      = e^{-\lambda}`, i.e. :math:`\lambda \sim N(-m, s^2)` (default :math:`m = -1.2, s = 1.2`);
+    * ``"logit_normal"`` (Esser et al. 2024): :math:`\mathrm{logit}(t) \sim N(m, s^2)` in rectified-flow time,
+      where :math:`\lambda = -\mathrm{logit}(t)`, i.e. :math:`\lambda \sim N(-m, s^2)` (default :math:`m = 0, s = 1`).
+
+    Both normal samplings are thus normal in :math:`\lambda`, which carries them to every process: the
+    draw is truncated to :math:`[\lambda(T), \lambda(\epsilon)]` (inverse CDF, so no mass piles up at the
+    ends) and mapped to :math:`t(\lambda)` by the schedule view. :func:`time_density` is the density.
+    """
+    time_sampling = check_time_sampling(time_sampling, None, False, time_mean, time_std)
+    eps = check_eps(eps, sde.T)
+    if time_sampling == "uniform":
+        return _uniform(x0.shape[0], eps, sde.T, x0, generator)
+    if time_sampling == "importance":
+        return importance_times(sde, x0, eps, generator)
+    mu, s = _normal_log_snr(time_sampling, time_mean, time_std)
+    a, b = _truncation(sde, eps, mu, s)
+    device = generator.device if generator is not None else x0.device
+    u = torch.rand(x0.shape[0], generator=generator, device=device, dtype=_work_dtype(device))
+    lam = mu + s * torch.special.ndtri((a + (b - a) * u).clamp(a, b))
+    return sde.schedule.t_from_log_snr(lam).clamp(eps, sde.T).to(device=x0.device, dtype=x0.dtype)
+
+
+def time_density(sde: SDE, t: Tensor, time_sampling: str = "uniform", eps: float = 1e-5,
+                 time_mean: float | None = None, time_std: float | None = None) -> Tensor:  # fmt: skip
+    r"""The density :math:`p(t)` on ``[eps, T]`` of :func:`sample_times` at the times ``t`` (``[B]``).
+
+    With :math:`|\lambda'| = g^2/(2\sigma^2)`: uniform :math:`1/(T-\epsilon)`; importance
+    :math:`(g^2/\sigma^2)/Z`; the normal samplings
+    :math:`\varphi((\lambda(t)-\mu)/s)\,|\lambda'(t)|/(s\,(\Phi_b - \Phi_a))`.
+    """
+    time_sampling = check_time_sampling(time_sampling, None, False, time_mean, time_std)
+    eps = check_eps(eps, sde.T)
+    if time_sampling == "uniform":
+        return torch.full_like(t, 1.0 / (sde.T - eps))
+    sigma = sde.marginal_coeffs(t, t)[1]
+    ratio = sde.sde(torch.zeros_like(t)[:, None], t)[1] ** 2 / sigma**2  # g^2 / sigma^2 = 2 |lambda'|
+    if time_sampling == "importance":
+        return ratio / importance_normalizer(sde, eps)
+    mu, s = _normal_log_snr(time_sampling, time_mean, time_std)
+    a, b = _truncation(sde, eps, mu, s)
+    z = (sde.schedule.log_snr(t) - mu) / s
+    return torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi) * (0.5 * ratio) / (s * (b - a))
+
+
+def objective_weight(sde: SDE, t: Tensor, weighting: str = "sigma2", time_sampling: str = "uniform",
+                     eps: float = 1e-5, sigma_data: float = SIGMA_DATA, gamma: float = MIN_SNR_GAMMA,
+                     time_mean: float | None = None, time_std: float | None = None) -> Tensor:  # fmt: skip
+    r"""The weight :math:`\lambda_{eff}(t)` of the DSM objective a loss optimises (see the module docstring):
+
+    .. math:: E[\ell] = \frac{1}{D(T-\epsilon)} \int_\epsilon^T \lambda_{eff}(t)\,
+              E_{x_0, z}\|s_\theta(x_t, t) - \nabla\log p_{0t}(x_t | x_0)\|^2\,dt
+
+    (``reduce="mean"``; ``D`` data dimensions), with :math:`\lambda_{eff} = \lambda` for uniform and importance
+    times (the latter reweighted) and :math:`\lambda_{eff} = (T-\epsilon)\,p(t)\,\lambda(t)` for the normal times,
+    which are not reweighted (as in EDM and SD3): their density becomes part of the weighting.
+    """
+    time_sampling = check_time_sampling(time_sampling, weighting, False, time_mean, time_std)
+    lam = sde.marginal_coeffs(t, t)[1] ** 2 * loss_weight(sde, t, weighting, sigma_data, gamma)
+    if time_sampling in ("uniform", "importance"):
+        return lam
+    return lam * (sde.T - eps) * time_density(sde, t, time_sampling, eps, time_mean, time_std)
 
 
 _DISCRETE = {"ddpm": ("VPSDE", "DDPM's discrete beta schedule"), "smld": ("VESDE", "SMLD's geometric noise levels")}
@@ -271,28 +444,26 @@ def training_noise(
     eps: float = 1e-5,
     generator: torch.Generator | None = None,
     importance_sampling: bool = False,
+    time_sampling: str = "uniform",
+    time_mean: float | None = None,
+    time_std: float | None = None,
 ) -> dict[str, Tensor]:
     """Draw every random input of a loss for the batch ``x0`` (keyword arguments of that loss).
 
-    With ``importance_sampling=True`` (``"dsm"`` only) the times are those :func:`dsm_loss` draws
-    with ``weighting="likelihood", importance_sampling=True``; pass the same flag to the loss.
+    For ``"dsm"`` the times come from :func:`sample_times` (``time_sampling``; ``importance_sampling=True``
+    is ``time_sampling="importance"``): pass the same choice to :func:`dsm_loss`.
     """
     check_data(x0, "x0")
     _check_sde(sde, "training_noise")
-    if loss in ("dsm", "ddpm", "smld"):
-        _check_importance(importance_sampling, None, loss)
+    if loss not in ("dsm", "ddpm", "smld"):
+        raise ValueError(f"unknown loss {loss!r}; choose 'dsm', 'ddpm' or 'smld'")
+    time_sampling = check_time_sampling(time_sampling, None, importance_sampling, time_mean, time_std, loss)
     if loss == "dsm":
-        eps = check_eps(eps, sde.T)
-        if importance_sampling:
-            t = importance_times(sde, x0, eps, generator)
-        else:
-            t = _uniform(x0.shape[0], eps, sde.T, x0, generator)
+        t = sample_times(sde, x0, eps, generator, time_sampling, time_mean, time_std)
         return {"t": t, "z": randn_like(x0, generator)}
     if loss == "ddpm":
         return {"labels": random_levels(sde.N, x0, generator), "noise": randn_like(x0, generator)}
-    if loss == "smld":
-        return {"labels": random_levels(sde.N, x0, generator), "z": randn_like(x0, generator)}
-    raise ValueError(f"unknown loss {loss!r}; choose 'dsm', 'ddpm' or 'smld'")
+    return {"labels": random_levels(sde.N, x0, generator), "z": randn_like(x0, generator)}
 
 
 def dsm_loss(
@@ -307,14 +478,27 @@ def dsm_loss(
     z: Tensor | None = None,
     importance_sampling: bool = False,
     y: Tensor | None = None,
+    time_sampling: str = "uniform",
+    sigma_data: float = SIGMA_DATA,
+    gamma: float = MIN_SNR_GAMMA,
+    time_mean: float | None = None,
+    time_std: float | None = None,
 ) -> Tensor:
     r"""Continuous denoising score matching (see the module docstring); returns a scalar.
+
+    The per-sample loss is :math:`w(t)\|\sigma(t) s_\theta(x_t, t) + z\|^2` with :math:`w = \lambda/\sigma^2`
+    (:func:`loss_weight`) for the ``weighting`` :math:`\lambda`: ``"sigma2"`` (:math:`\sigma^2`, the eps-MSE),
+    ``"likelihood"`` (:math:`g^2`), ``"edm"`` (EDM's :math:`(\hat\sigma^2 + \sigma_d^2)/(\hat\sigma\sigma_d)^2` on the
+    denoiser: :math:`w = (\sigma^2 + \alpha^2\sigma_d^2)/(\alpha\sigma_d)^2`), ``"velocity"`` (the plain velocity
+    MSE: :math:`w = (\sigma' - \alpha'\sigma/\alpha)^2`) or ``"min_snr"`` (Hang et al. 2023:
+    :math:`w = \min(1, \gamma/\mathrm{SNR})`, ``gamma``). The times follow ``time_sampling``
+    (:func:`sample_times`); :func:`objective_weight` states the weighted DSM objective whose expectation the loss is.
 
     ``t`` (``[B]``) and ``z`` (shaped like ``x0``) may be passed in, e.g. to share one draw
     across data-parallel processes; otherwise they are drawn from ``generator``. ``y``: class
     labels ``[B]`` of a class-conditional model, passed as ``score_fn(x, t, y=y)``.
 
-    ``importance_sampling=True`` (only with ``weighting="likelihood"``) draws
+    ``importance_sampling=True`` (``time_sampling="importance"``; only with ``weighting="likelihood"``) draws
     :math:`t \sim p(t) \propto g(t)^2/\sigma(t)^2` on ``[eps, T]`` and returns the mean of
     :math:`\frac{Z}{T-\epsilon}\|\sigma(t) s_\theta(x_t, t) + z\|^2`, :math:`Z = \int_\epsilon^T g^2/\sigma^2\,dt`:
     the same expectation as the uniform-time likelihood-weighted loss. Given ``t`` must then
@@ -323,7 +507,11 @@ def dsm_loss(
     _check_sde(sde, "dsm_loss")
     check_options("weighting", weighting, WEIGHTINGS)
     check_options("reduce", reduce, REDUCTIONS)
-    _check_importance(importance_sampling, weighting)
+    time_sampling = check_time_sampling(time_sampling, weighting, importance_sampling, time_mean, time_std)
+    if weighting == "edm":
+        _check_sigma_data(sigma_data)
+    if weighting == "min_snr":
+        _check_gamma(gamma)
     check_data(x0, "x0")
     eps = check_eps(eps, sde.T)
     t = None if t is None else batch_time(t, x0, name="t")  # shape and dtype; the SDE checks its range
@@ -331,11 +519,7 @@ def dsm_loss(
     y = _check_classes(y, x0)
     check_finite(x0, "training data")
     if t is None:
-        t = (
-            importance_times(sde, x0, eps, generator)
-            if importance_sampling
-            else _uniform(x0.shape[0], eps, sde.T, x0, generator)
-        )
+        t = sample_times(sde, x0, eps, generator, time_sampling, time_mean, time_std)
     z = randn_like(x0, generator) if z is None else z
     mean, std = sde.marginal_prob(x0, t)
     std_b = expand_to(std, x0)
@@ -343,10 +527,13 @@ def dsm_loss(
     score = _score(score_fn, xt, t, y)
     if weighting == "sigma2":
         return _reduce((score * std_b + z) ** 2, reduce).mean()
-    if importance_sampling:  # w(t) g^2 ||s + z/sigma||^2 with w = (1/(T-eps))/p(t), p = (g^2/sigma^2)/Z
+    if time_sampling == "importance":  # w(t) g^2 ||s + z/sigma||^2 with w = (1/(T-eps))/p(t), p = (g^2/sigma^2)/Z
         return _reduce((score * std_b + z) ** 2, reduce).mean() * (importance_normalizer(sde, eps) / (sde.T - eps))
-    g2 = sde.sde(torch.zeros_like(x0), t)[1] ** 2
-    return (_reduce((score + z / std_b) ** 2, reduce) * g2).mean()
+    if weighting == "likelihood":
+        g2 = sde.sde(torch.zeros_like(x0), t)[1] ** 2
+        return (_reduce((score + z / std_b) ** 2, reduce) * g2).mean()
+    weight = loss_weight(sde, t, weighting, sigma_data, gamma)
+    return (_reduce((score * std_b + z) ** 2, reduce) * weight).mean()
 
 
 def ddpm_loss(

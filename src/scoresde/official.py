@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import SCORE_FORMAT, CheckpointError, latest_checkpoint, save_checkpoint
-from .config import Config, from_dict
+from .config import SDE_KEYS, Config, from_dict
 from .nets import NCSNpp
 from .score import ModelScore
 from .sde import SDE, VESDE
@@ -246,8 +246,7 @@ def official_config(config: str | Path | Mapping[str, Any], data_root: str | Pat
     else:
         loss = {"loss": "smld" if sde == "vesde" else "ddpm"}
     raw = {
-        "sde": {"type": SDE_NAMES[sde], "beta_min": float(m["beta_min"]), "beta_max": float(m["beta_max"]),
-                "sigma_min": float(m["sigma_min"]), "sigma_max": float(m["sigma_max"]), "N": n},
+        "sde": {"type": SDE_NAMES[sde], "N": n} | {key: float(m[key]) for key in SDE_KEYS[SDE_NAMES[sde]]},
         "data": {"dataset": "cifar10" if cifar10 else "image_folder", "root": str(data_root or ""),
                  "image_size": int(d["image_size"]), "channels": int(d["num_channels"]),
                  "data_range": [-1.0, 1.0] if d["centered"] else [0.0, 1.0],
@@ -379,13 +378,14 @@ def _mismatch(names: dict[str, str], state: dict[str, Tensor], own: dict[str, Te
 
 
 def convert_state(
-    ckpt: Mapping[str, Any], net: NCSNpp, cfg: Config | None = None, ema: bool = True
+    ckpt: Mapping[str, Any], net: NCSNpp, levels: tuple[float, float, int] | None = None, ema: bool = True
 ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
     """``(model state, EMA state)`` of ``net`` (scoresde names) from a reference checkpoint.
 
     Every reference entry is placed by name and checked by shape; the EMA's unnamed list is
-    matched to the trainable parameters in the reference's order. With ``cfg`` the
-    checkpoint's ``sigmas`` buffer must equal the config's noise levels. Anything that does
+    matched to the trainable parameters in the reference's order. With ``levels``, the reference
+    config's ``(sigma_min, sigma_max, num_scales)``, the checkpoint's ``sigmas`` buffer must equal
+    those noise levels (the reference network keeps them whatever its SDE). Anything that does
     not fit raises :class:`CheckpointError` listing it. The EMA state is ``None`` when the
     checkpoint has none or with ``ema=False`` (then the EMA is not read at all).
     """
@@ -404,8 +404,8 @@ def convert_state(
     unfilled = sorted(set(own) - set(names.values()))
     if unfilled:  # every scoresde entry must come from the checkpoint
         raise CheckpointError(f"network entries without a reference counterpart: {', '.join(unfilled[:6])}")
-    if cfg is not None and "sigmas" in state:
-        _check_sigmas(state["sigmas"], cfg)
+    if levels is not None and "sigmas" in state:
+        _check_sigmas(state["sigmas"], *levels)
     model_state = {ours: state[theirs].detach().to(own[ours].dtype) for theirs, ours in names.items()}
     average = ckpt.get("ema")
     if average is None or not ema:
@@ -428,16 +428,21 @@ def convert_state(
     return model_state, ema_state
 
 
-def _check_sigmas(sigmas: Tensor, cfg: Config) -> None:
+def _check_sigmas(sigmas: Tensor, sigma_min: float, sigma_max: float, n: int) -> None:
     """The checkpoint's descending noise levels must be the config's (they fix sigma_min, sigma_max and N)."""
-    s = cfg.sde
-    expected = VESDE(s.sigma_min, s.sigma_max, s.N).discrete_sigmas().flip(0)
+    expected = VESDE(sigma_min, sigma_max, n).discrete_sigmas().flip(0)
     got = sigmas.detach().double().reshape(-1)
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=0):
         lo, hi = (float(got[-1]), float(got[0])) if got.numel() else (math.nan, math.nan)
         raise CheckpointError(f"the checkpoint's noise levels (N = {got.numel()}, sigma {lo:g} .. {hi:g}) are not "
-                              f"the config's (N = {s.N}, sigma_min {s.sigma_min:g}, sigma_max {s.sigma_max:g}): "
+                              f"the config's (N = {n}, sigma_min {sigma_min:g}, sigma_max {sigma_max:g}): "
                               "a config for another model?")  # fmt: skip
+
+
+def _levels(config: str | Path | Mapping[str, Any]) -> tuple[float, float, int]:
+    """The reference config's noise levels ``(sigma_min, sigma_max, num_scales)``."""
+    m = reference_config(config)["model"]
+    return float(m["sigma_min"]), float(m["sigma_max"]), int(m["num_scales"])
 
 
 def _build(cfg: Config) -> tuple[SDE, NCSNpp]:
@@ -463,7 +468,7 @@ def load_official(
     """
     cfg = official_config(config)
     sde, model = _build(cfg)
-    model_state, ema_state = convert_state(read_official(path), model, cfg, ema=ema)
+    model_state, ema_state = convert_state(read_official(path), model, _levels(config), ema=ema)
     if ema and ema_state is None:
         raise CheckpointError(f"{path} has no EMA weights; pass ema=False for the raw ones")
     with torch.no_grad():
@@ -505,7 +510,7 @@ def convert_official(
     ref = reference_config(config)
     model = _build(cfg)[1]
     ckpt = read_official(path)
-    model_state, ema_state = convert_state(ckpt, model, cfg)
+    model_state, ema_state = convert_state(ckpt, model, _levels(ref))
     if ema_state is None:
         raise CheckpointError(f"{path} has no EMA weights ('ema'), which a scoresde checkpoint carries")
     step = ckpt.get("step", 0)

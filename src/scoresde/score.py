@@ -5,15 +5,29 @@ Under a kernel :math:`x_t = \alpha(t) x_0 + \sigma(t)\epsilon` a network may pre
 * ``"eps"``: the noise, :math:`s = -\hat\epsilon / \sigma`;
 * ``"x0"``: the clean data, :math:`s = (\alpha \hat x_0 - x) / \sigma^2`;
 * ``"score"``: the score itself, :math:`s = \hat s`;
-* ``"v"``: :math:`v = \alpha\epsilon - \sigma x_0`, so
-  :math:`\hat\epsilon = (\sigma x + \alpha \hat v)/(\alpha^2 + \sigma^2)` and :math:`s = -\hat\epsilon/\sigma`.
+* ``"v"``: :math:`v = \alpha\epsilon - \sigma x_0` (Salimans & Ho 2022), so
+  :math:`\hat\epsilon = (\sigma x + \alpha \hat v)/(\alpha^2 + \sigma^2)` and :math:`s = -\hat\epsilon/\sigma`;
+* ``"velocity"``: the flow-matching target :math:`u = \alpha' x_0 + \sigma'\epsilon`, the velocity of
+  the path (the probability-flow ODE of the process is :math:`dx/dt = E[u | x_t]`), so
+  :math:`\hat\epsilon = (\alpha\hat u - \alpha' x)/(\alpha\sigma' - \alpha'\sigma)` and :math:`s = -\hat\epsilon/\sigma`
+  (the denominator is :math:`-\alpha\sigma\lambda' > 0`);
+* ``"edm"``: EDM's preconditioned network (Karras et al. 2022, generalised to :math:`\alpha \ne 1` in the
+  scaled state :math:`x/\alpha` with noise level :math:`\hat\sigma = \sigma/\alpha`): the network sees
+  :math:`c_{in} x/\alpha` with :math:`c_{in} = 1/\sqrt{\hat\sigma^2 + \sigma_d^2}`, and its output
+  :math:`F` gives the denoiser :math:`D = c_{skip} x/\alpha + c_{out} F`, :math:`c_{skip} =
+  \sigma_d^2/(\hat\sigma^2 + \sigma_d^2)`, :math:`c_{out} = \hat\sigma\sigma_d/\sqrt{\hat\sigma^2 + \sigma_d^2}`;
+  with :math:`r = \sqrt{\sigma^2 + \alpha^2\sigma_d^2}` the score is
+  :math:`s = (\alpha D - x)/\sigma^2 = (\alpha\sigma_d F/\sigma - x/r)/r` (no cancellation at small
+  :math:`\sigma`). ``sigma_data`` is :math:`\sigma_d` (0.5 in EDM). EDM's noise label
+  :math:`c_{noise} = \tfrac14\log\hat\sigma` is ``time_input="c_noise"``.
 
-The inverse map used for denoising is Tweedie's formula,
-:math:`\hat x_0 = (x + \sigma^2 s) / \alpha`.
+:func:`output_from_score` is the inverse of :func:`score_from_output`. The map used for
+denoising is Tweedie's formula, :math:`\hat x_0 = (x + \sigma^2 s) / \alpha`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -22,23 +36,95 @@ from torch import Tensor, nn
 from ._checks import TimeLike, batch_time, check_options, expand_to
 from .sde import SDE
 
-PREDICTIONS = ("eps", "x0", "score", "v")
-TIME_INPUTS = ("t", "sigma", "log_sigma", "sigma_index")
+PREDICTIONS = ("eps", "x0", "score", "v", "velocity", "edm")
+TIME_INPUTS = ("t", "sigma", "log_sigma", "sigma_index", "c_noise")
 STDS = ("marginal", "discrete")
+SIGMA_DATA = 0.5
+r"""EDM's data standard deviation :math:`\sigma_d` for images scaled to [-1, 1]."""
 
 
-def score_from_output(sde: SDE, x: Tensor, t: TimeLike, output: Tensor, prediction: str = "eps") -> Tensor:
-    """Convert a network ``output`` of the given ``prediction`` type to a score (see module docstring)."""
+def _coeffs(sde: SDE, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+    return tuple(expand_to(c, x) for c in sde.marginal_coeffs(t, x))
+
+
+def _velocity_coeffs(sde: SDE, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+    r""":math:`(\alpha', \alpha\sigma' - \alpha'\sigma)` shaped to broadcast against ``x``."""
+    tt = sde._time(t, x)
+    alpha, sigma = sde.marginal_coeffs(tt, x)
+    d_alpha, d_sigma = sde.kernel_derivatives(tt)
+    return expand_to(d_alpha, x), expand_to(alpha * d_sigma - d_alpha * sigma, x)
+
+
+def _check_sigma_data(sigma_data: float) -> float:
+    if (
+        isinstance(sigma_data, bool)
+        or not isinstance(sigma_data, (int, float))
+        or not (math.isfinite(sigma_data) and sigma_data > 0)
+    ):
+        raise ValueError(f"sigma_data must be a finite number > 0, got {sigma_data!r}")
+    return float(sigma_data)
+
+
+def edm_input_scale(sde: SDE, x: Tensor, t: TimeLike, sigma_data: float = SIGMA_DATA) -> Tensor:
+    r"""EDM's input scaling of ``x`` itself, :math:`c_{in}/\alpha = 1/\sqrt{\sigma^2 + \alpha^2\sigma_d^2}`."""
+    alpha, sigma = _coeffs(sde, x, t)
+    return torch.rsqrt(sigma**2 + (alpha * sigma_data) ** 2)
+
+
+def score_from_output(sde: SDE, x: Tensor, t: TimeLike, output: Tensor, prediction: str = "eps",
+                      sigma_data: float = SIGMA_DATA) -> Tensor:  # fmt: skip
+    """Convert a network ``output`` of the given ``prediction`` type to a score (see module docstring).
+
+    For ``"edm"`` the ``output`` is the raw network output :math:`F` (the network having seen the
+    input scaled by :func:`edm_input_scale`); ``sigma_data`` is used by ``"edm"`` only.
+    """
     check_options("prediction", prediction, PREDICTIONS)
     if prediction == "score":
         return output
-    alpha, sigma = (expand_to(c, x) for c in sde.marginal_coeffs(t, x))
+    if prediction == "velocity":
+        d_alpha, denom = _velocity_coeffs(sde, x, t)
+        alpha, sigma = _coeffs(sde, x, t)
+        return -(alpha * output - d_alpha * x) / (denom * sigma)
+    alpha, sigma = _coeffs(sde, x, t)
     if prediction == "eps":
         return -output / sigma
     if prediction == "x0":
         return (alpha * output - x) / sigma**2
+    if prediction == "edm":
+        sigma_data = _check_sigma_data(sigma_data)
+        r = torch.sqrt(sigma**2 + (alpha * sigma_data) ** 2)
+        return (alpha * sigma_data * output / sigma - x / r) / r
     eps = (sigma * x + alpha * output) / (alpha**2 + sigma**2)
     return -eps / sigma
+
+
+def output_from_score(sde: SDE, x: Tensor, t: TimeLike, score: Tensor, prediction: str = "eps",
+                      sigma_data: float = SIGMA_DATA) -> Tensor:  # fmt: skip
+    r"""The network output of the given ``prediction`` type that gives ``score`` (the inverse of
+    :func:`score_from_output`): with :math:`\hat\epsilon = -\sigma s` and
+    :math:`\hat x_0 = (x - \sigma\hat\epsilon)/\alpha`, ``eps`` :math:`\hat\epsilon`, ``x0`` :math:`\hat x_0`,
+    ``v`` :math:`\alpha\hat\epsilon - \sigma\hat x_0`, ``velocity`` :math:`\alpha'\hat x_0 + \sigma'\hat\epsilon`,
+    ``edm`` :math:`(\hat x_0 - c_{skip}x/\alpha)/c_{out}`.
+    The training targets are these with the true :math:`x_0` and :math:`\epsilon`."""
+    check_options("prediction", prediction, PREDICTIONS)
+    if prediction == "score":
+        return score
+    alpha, sigma = _coeffs(sde, x, t)
+    eps = -sigma * score
+    if prediction == "eps":
+        return eps
+    x0 = (x - sigma * eps) / alpha
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return alpha * eps - sigma * x0
+    if prediction == "velocity":
+        tt = sde._time(t, x)
+        d_alpha, d_sigma = (expand_to(c, x) for c in sde.kernel_derivatives(tt))
+        return d_alpha * x0 + d_sigma * eps
+    sigma_data = _check_sigma_data(sigma_data)
+    r = torch.sqrt(sigma**2 + (alpha * sigma_data) ** 2)
+    return (score * r + x / r) * sigma / (alpha * sigma_data)
 
 
 def x0_from_score(sde: SDE, x: Tensor, t: TimeLike, score: Tensor) -> Tensor:
@@ -71,11 +157,14 @@ class ModelScore:
             class-conditional one (with an int attribute ``num_classes``, as ``NCSNpp`` and
             ``TimeMLP`` built with ``num_classes``) as ``model(x, label, y)``.
         sde: the forward SDE the model was trained with.
-        prediction: what the network predicts: ``"eps"``, ``"x0"``, ``"score"`` or ``"v"``.
+        prediction: what the network predicts: ``"eps"``, ``"x0"``, ``"score"``, ``"v"``,
+            ``"velocity"`` or ``"edm"`` (EDM's preconditioning: the network sees its input scaled by
+            :func:`edm_input_scale`; see the module docstring).
         time_input: what the network is fed as ``label``: ``"t"``, ``"sigma"`` (the
             marginal std :math:`\sigma(t)`), ``"log_sigma"``, ``"sigma_index"`` (the index
             :math:`\mathrm{round}((T - t)(N - 1)/T)` into the ``N`` descending noise levels, as
-            the reference's discrete-time VE models take it), or a callable ``t -> label``.
+            the reference's discrete-time VE models take it), ``"c_noise"`` (EDM's
+            :math:`\tfrac14\log(\sigma/\alpha)`), or a callable ``t -> label``.
         time_scale: multiplies the label; the reference DDPM++ feeds ``999 t``, i.e.
             ``time_input="t", time_scale=999``.
         std: what an ``"eps"`` prediction is divided by: ``"marginal"``, the SDE's
@@ -87,6 +176,7 @@ class ModelScore:
             ``None`` (default) is the null label, the unconditional score. A ``y`` passed to
             a call (``score(x, t, y=labels)``, as the losses and classifier-free guidance
             do) takes precedence.
+        sigma_data: :math:`\sigma_d` of the ``"edm"`` prediction (unused by the others).
     """
 
     def __init__(
@@ -98,6 +188,7 @@ class ModelScore:
         time_scale: float = 1.0,
         y: int | Tensor | None = None,
         std: str = "marginal",
+        sigma_data: float = SIGMA_DATA,
     ) -> None:
         check_options("prediction", prediction, PREDICTIONS)
         if not callable(time_input):
@@ -107,6 +198,7 @@ class ModelScore:
             raise ValueError(f"std='discrete' (DDPM's discrete noise levels) needs prediction='eps' and a VPSDE, got "
                              f"prediction={prediction!r} and {sde!r}")  # fmt: skip
         self.std = std
+        self.sigma_data = _check_sigma_data(sigma_data)
         self._discrete_std = torch.sqrt(1.0 - sde.discrete_alphas_cumprod()) if std == "discrete" else None
         self.model = model
         self.sde = sde
@@ -124,6 +216,9 @@ class ModelScore:
             label = t
         elif self.time_input == "sigma_index":
             label = torch.round((self.sde.T - t) * ((self.sde.N - 1) / self.sde.T))
+        elif self.time_input == "c_noise":
+            alpha, sigma = self.sde.marginal_coeffs(t, x)
+            label = 0.25 * (torch.log(sigma) - torch.log(alpha))
         else:
             sigma = self.sde.marginal_coeffs(t, x)[1]
             label = sigma if self.time_input == "sigma" else torch.log(sigma)
@@ -133,7 +228,8 @@ class ModelScore:
         t = batch_time(t, x, self.sde.T)
         labels = batch_class_labels(self.y if y is None else y, x, self.num_classes)
         label = self.label(t, x)
-        output = self.model(x, label) if labels is None else self.model(x, label, labels)
+        inp = x * edm_input_scale(self.sde, x, t, self.sigma_data) if self.prediction == "edm" else x
+        output = self.model(inp, label) if labels is None else self.model(inp, label, labels)
         if not isinstance(output, Tensor) or output.shape != x.shape:
             got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise ValueError(f"the model must return a tensor shaped like x {tuple(x.shape)}, got {got}")
@@ -142,13 +238,14 @@ class ModelScore:
                 self._discrete_std = self._discrete_std.to(x.device)
             std = self._discrete_std[self.sde._level(t).long()].to(x.dtype)
             return -output / expand_to(std, x)
-        return score_from_output(self.sde, x, t, output, self.prediction)
+        return score_from_output(self.sde, x, t, output, self.prediction, self.sigma_data)
 
     def __repr__(self) -> str:
         fixed = "" if self.y is None else f", y={self.y if isinstance(self.y, int) else 'tensor'}"
         return (
             f"ModelScore(prediction={self.prediction!r}, time_input={self.time_input!r}, "
-            f"time_scale={self.time_scale}, std={self.std!r}, sde={self.sde!r}{fixed})"
+            f"time_scale={self.time_scale}, std={self.std!r}, sde={self.sde!r}{fixed}"
+            + (f", sigma_data={self.sigma_data})" if self.prediction == "edm" else ")")
         )
 
 

@@ -55,8 +55,8 @@ class SDE(abc.ABC):
     * :attr:`default_eps`: where sampling stops by default (1e-3; VE 1e-5, as in the paper);
     * :attr:`default_grid`: the time grid of the paper's samplers (``"uniform"`` in ``t``);
     * :attr:`ancestral_variance`: the noise of the ancestral step, ``"posterior"`` (the
-      variance of :math:`q(x_s | x_t, x_0)`; SMLD's eq. 47) or ``"forward"`` (DDPM's :math:`\beta`);
-      ``None``: no ancestral sampler;
+      variance of :math:`q(x_s | x_t, x_0)`; SMLD's eq. 47; any kernel) or ``"forward"`` (DDPM's
+      :math:`\beta`, for kernels with :math:`\alpha^2 + \sigma^2 = 1`); ``None``: no ancestral sampler;
     * :attr:`discrete_levels`: ``"ddpm"`` / ``"smld"`` when the process has the discrete noise
       levels of those papers (their losses and conventions), else ``None``;
     * ``importance_antiderivative`` / ``importance_inverse``: closed forms of an antiderivative
@@ -66,7 +66,7 @@ class SDE(abc.ABC):
 
     default_eps: float = 1e-3
     default_grid: str = "uniform"
-    ancestral_variance: str | None = None
+    ancestral_variance: str | None = "posterior"
     discrete_levels: str | None = None
     importance_antiderivative: Callable[[float], float] | None = None
     importance_inverse: Callable[[Tensor], Tensor] | None = None
@@ -279,6 +279,7 @@ class LinearSDE(SDE):
     """
 
     _CHECK_POINTS = 65  # times at which a user's kernel is checked on construction
+    _MIN_ALPHA = 1e-6  # the smallest alpha(T) / alpha(0) a user's kernel may reach (float32 x0 estimates break below)
 
     def __init__(
         self,
@@ -389,6 +390,10 @@ class LinearSDE(SDE):
         if not bool((alpha > 0).all()):
             raise ValueError(f"alpha(t) must be > 0 on [0, T={self._T}] (the signal may not vanish before T); "
                              f"its smallest value is {float(alpha.min()):.3g}")  # fmt: skip
+        if float(alpha[-1]) < self._MIN_ALPHA * float(alpha[0]):
+            raise ValueError(f"alpha(T) = {float(alpha[-1]):.2g}: the signal vanishes at the end time, where Tweedie's "
+                             f"x0 = (x + sigma^2 s)/alpha is 0/0; end the process earlier (T where alpha(T) >= "
+                             f"{self._MIN_ALPHA:g} alpha(0)), as RectifiedFlow and CosineVPSDE do")  # fmt: skip
         if not bool((sigma[1:] > 0).all()) or float(sigma[0]) < 0:
             raise ValueError(f"sigma(t) must be > 0 on (0, T={self._T}] and >= 0 at 0")
         lam = torch.log(alpha[1:]) - torch.log(sigma[1:])
@@ -584,7 +589,6 @@ class VESDE(LinearSDE):
     """
 
     default_eps = 1e-5
-    ancestral_variance = "posterior"
     discrete_levels = "smld"
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000) -> None:
@@ -661,6 +665,172 @@ class VESDE(LinearSDE):
         else:
             sigma, prev = self.sigma(t), self.sigma(t - dt)
         return torch.zeros_like(x), torch.sqrt(sigma**2 - prev**2)
+
+
+class RectifiedFlow(LinearSDE):
+    r"""The rectified-flow / flow-matching path :math:`x_t = (1 - t)x_0 + t z` (Liu et al. 2023, Lipman et al. 2023).
+
+    :math:`\alpha = 1 - t`, :math:`\sigma = t`, so :math:`f = -1/(1-t)`, :math:`g^2 = 2t/(1-t)` and
+    :math:`\lambda = \log((1-t)/t)`. The flow-matching target is the velocity
+    :math:`u = \alpha' x_0 + \sigma' z = z - x_0` (``prediction="velocity"``), whose probability-flow
+    ODE is the flow's :math:`dx/dt = u`.
+
+    **The end time.** At ``t = 1`` the signal vanishes (:math:`\alpha = 0`): :math:`f` and :math:`g^2`
+    are infinite, :math:`\lambda = -\infty`, and Tweedie's :math:`\hat x_0 = (x + \sigma^2 s)/\alpha`
+    is 0/0, although the ODE velocity stays finite. The process therefore ends at ``T = 0.999``
+    (default): every coefficient is finite there (:math:`g^2(T) \approx 2000`, :math:`\lambda(T) =
+    -\log 999 \approx -6.9`, below VP's :math:`-5.0` at its end), the prior is
+    :math:`N(0, \sigma(T)^2 I) = N(0, T^2 I)`, which differs from the exact marginal
+    :math:`N(\alpha(T) x_0, \sigma(T)^2 I)` by a mean of :math:`10^{-3} x_0` (a prior-mismatch term of
+    :math:`\approx 5\cdot10^{-7}\,E|x_0|^2` nats per dimension in the likelihood, below VP's
+    :math:`\alpha(1)^2/2 \approx 2\cdot10^{-5}`), and the first step of every sampler starts from
+    that draw: the exponential integrators at a finite :math:`\lambda(T)`, the Euler-Maruyama and
+    predictor-corrector samplers from a finite diffusion, the ancestral sampler with the kernel's
+    exact posterior. Sampling stops at ``eps = 1e-3`` (symmetric in :math:`\lambda`) by default.
+
+    Args:
+        T: end time in ``(0, 1)``.
+        N: default number of discretization steps.
+    """
+
+    def __init__(self, T: float = 0.999, N: int = 1000) -> None:
+        T = _check_end_time(T)
+        if not T < 1.0:
+            raise ValueError(f"T must be < 1 for the rectified-flow path (alpha(1) = 0), got {T}")
+        super().__init__(T=T, N=N)
+
+    def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return 1.0 - t, t.clone()
+
+    def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.full_like(t, -1.0), torch.ones_like(t)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`f = -1/(1-t)`, :math:`g^2 = 2t/(1-t)`."""
+        return -1.0 / (1.0 - t), 2.0 * t / (1.0 - t)
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        r"""Closed form: :math:`t = 1/(1 + e^{\lambda})`."""
+        return torch.sigmoid(-lam)
+
+    def t_from_sigma(self, sigma: Tensor) -> Tensor:
+        r"""Closed form: :math:`t = \sigma`."""
+        return sigma.clone()
+
+    def __repr__(self) -> str:
+        return f"RectifiedFlow(T={self.T}, N={self.N})"
+
+
+class CosineVPSDE(LinearSDE):
+    r"""The cosine schedule of improved DDPM (Nichol & Dhariwal 2021) in continuous time, a VP process.
+
+    :math:`\alpha(t) = \cos(\theta(t))/\cos(\theta(0))` with :math:`\theta(t) = \frac{\pi}{2}\frac{t + s}{1 + s}`,
+    :math:`\sigma = \sqrt{1 - \alpha^2}`; :math:`f = \alpha'/\alpha = -\frac{\pi}{2(1+s)}\tan\theta(t)` and
+    :math:`g^2 = -2f` (so :math:`\beta(t) = \frac{\pi}{1+s}\tan\theta(t)`). The signal vanishes at ``t = 1``
+    (:math:`\beta \to \infty`), so the process ends at ``T = 0.9946`` as in DPM-Solver
+    (:math:`\lambda(T) \approx -4.8`, close to the linear VP's :math:`-5.0`). Prior :math:`N(0, I)`.
+
+    Args:
+        s: the offset that keeps :math:`\beta` small near ``t = 0`` (0.008 in improved DDPM).
+        T: end time in ``(0, 1)``.
+        N: default number of discretization steps.
+    """
+
+    ancestral_variance = "forward"
+
+    def __init__(self, s: float = 0.008, T: float = 0.9946, N: int = 1000) -> None:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0):
+            raise ValueError(f"s must be a finite number > 0, got {s!r}")
+        T = _check_end_time(T)
+        if not T < 1.0:
+            raise ValueError(f"T must be < 1 for the cosine schedule (alpha(1) = 0), got {T}")
+        super().__init__(T=T, N=N)
+        self.s = float(s)
+
+    def _theta(self, t: Tensor) -> Tensor:
+        return (0.5 * math.pi / (1.0 + self.s)) * (t + self.s)
+
+    def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        alpha = torch.cos(self._theta(t)) / math.cos(0.5 * math.pi * self.s / (1.0 + self.s))
+        return alpha, torch.sqrt((1.0 - alpha**2).clamp_min(0.0))
+
+    def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`\alpha' = f\alpha`, :math:`\sigma' = -\alpha\alpha'/\sigma`."""
+        alpha, sigma = self.kernel(t)
+        d_alpha = self.coefficients(t)[0] * alpha
+        return d_alpha, -alpha * d_alpha / sigma
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        f = -(0.5 * math.pi / (1.0 + self.s)) * torch.tan(self._theta(t))
+        return f, -2.0 * f
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        r"""Closed form: :math:`\alpha^2 = \mathrm{sigmoid}(2\lambda)`, :math:`\theta = \arccos(\alpha\cos\theta_0)`."""
+        return self._t_from_alpha(torch.sqrt(torch.sigmoid(2.0 * lam)))
+
+    def t_from_sigma(self, sigma: Tensor) -> Tensor:
+        r"""Closed form: :math:`\alpha = \sqrt{1 - \sigma^2}`."""
+        return self._t_from_alpha(torch.sqrt((1.0 - sigma**2).clamp_min(0.0)))
+
+    def _t_from_alpha(self, alpha: Tensor) -> Tensor:
+        c0 = math.cos(0.5 * math.pi * self.s / (1.0 + self.s))
+        theta = torch.acos((alpha * c0).clamp(-1.0, 1.0))
+        return theta * (2.0 * (1.0 + self.s) / math.pi) - self.s
+
+    def prior_std(self) -> float:
+        return 1.0
+
+    def __repr__(self) -> str:
+        return f"CosineVPSDE(s={self.s}, T={self.T}, N={self.N})"
+
+
+class EDMSDE(LinearSDE):
+    r"""EDM's process (Karras et al. 2022): :math:`\alpha = 1`, :math:`\sigma(t) = t`, time *is* the noise level.
+
+    :math:`f = 0`, :math:`g^2 = 2t`, :math:`\lambda = -\log t`. The process runs on
+    ``[0, T = sigma_max]``; sampling starts from the prior :math:`N(0, \sigma_{max}^2 I)` and stops
+    at ``eps = sigma_min`` by default. A uniform grid in ``t`` would be uniform in the noise level,
+    so the paper's samplers default to EDM's ``karras`` grid on this process.
+
+    Args:
+        sigma_min: the smallest noise level of the samplers (default end time).
+        sigma_max: the largest noise level, the end time ``T``.
+        N: default number of discretization steps.
+    """
+
+    default_grid = "karras"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, N: int = 1000) -> None:
+        sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+        if not 0 < sigma_min < sigma_max < math.inf:
+            raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
+        super().__init__(T=sigma_max, N=N, eps=sigma_min)
+        self.sigma_min = sigma_min
+        self.sigma_max = sigma_max
+
+    def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.ones_like(t), t.clone()
+
+    def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.zeros_like(t), torch.ones_like(t)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.zeros_like(t), 2.0 * t
+
+    def sde(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        t = self._time(t, x)
+        return torch.zeros_like(x), torch.sqrt(2.0 * t)
+
+    def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        return x0, self.marginal_coeffs(t, x0)[1]
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        r"""Closed form: :math:`t = e^{-\lambda}`."""
+        return torch.exp(-lam)
+
+    def t_from_sigma(self, sigma: Tensor) -> Tensor:
+        r"""Closed form: :math:`t = \sigma`."""
+        return sigma.clone()
 
 
 def _derivative(value: Tensor, t: Tensor) -> Tensor:

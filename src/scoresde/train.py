@@ -36,6 +36,7 @@ from .build import (
     load_dataset,
     model_batch,
     pick_device,
+    same_process,
 )
 from .checkpoint import (
     SCORE_FORMAT,
@@ -52,7 +53,7 @@ from .checkpoint import (
     truncate_log,
     workdir_lock,
 )
-from .config import Config, from_dict
+from .config import Config, stored_config
 from .data import to_unit
 from .distributed import init_from_env
 from .losses import drop_labels, training_noise
@@ -170,8 +171,8 @@ def _prepare_workdir(workdir: Path, cfg: Config, resume: bool, overwrite: bool) 
 
 
 def _check_same_run(saved: dict[str, Any], cfg: Config, path: Path) -> None:
-    old = from_dict(saved)
-    if old.model != cfg.model or old.data.dataset != cfg.data.dataset or old.sde != cfg.sde:
+    old = stored_config(saved)
+    if old.model != cfg.model or old.data.dataset != cfg.data.dataset or not same_process(old, cfg):
         raise ValueError(f"{path} was written with a different model, SDE or dataset; use a new workdir "
                          f"(or --overwrite to delete the old run)")  # fmt: skip
 

@@ -73,13 +73,17 @@ FAST_DEFAULT_NFE = 20
 """Default NFE budget of the fast solvers (their ``steps`` counts evaluations, not grid steps)."""
 
 
-def default_grid(sampler: str | Callable[..., Tensor]) -> str:
+def default_grid(sampler: str | Callable[..., Tensor], sde: SDE | None = None) -> str:
     """The default grid of a sampler: ``log_snr`` for the exponential integrators, ``karras`` for
-    ``edm_heun`` (the grids their authors use), ``uniform`` (the paper's) for the others."""
+    ``edm_heun`` (the grids their authors use), and for the paper's samplers the process's
+    :attr:`~scoresde.sde.SDE.default_grid` (``uniform`` in ``t``, the paper's; ``karras`` for EDM's process,
+    whose time is its noise level)."""
     fn = _resolve(sampler)
     if fn is edm_heun:
         return "karras"
-    return "log_snr" if fn in (dpm_solver_pp, dpm_solver, unipc, sde_dpm_solver_pp) else "uniform"
+    if fn in (dpm_solver_pp, dpm_solver, unipc, sde_dpm_solver_pp):
+        return "log_snr"
+    return "uniform" if sde is None else sde.default_grid
 
 
 def is_adaptive(sampler: str | Callable[..., Tensor], options: dict | None = None) -> bool:
@@ -150,7 +154,7 @@ def sample(
             :func:`evals_per_step`) the NFE budget, denoising included (default 20). The
             adaptive ``ode`` method ``rk45`` and ``adaptive_sde`` choose their own steps and
             reject this argument.
-        eps: end time (default :func:`default_eps`: 1e-5 for VE, 1e-3 otherwise).
+        eps: end time (default :func:`default_eps`, the process's: 1e-5 for VE, ``sigma_min`` for EDM, 1e-3 otherwise).
         generator: a ``torch.Generator`` (one noise stream for the batch: the same seed
             gives the same samples for the same batching) or a
             :class:`scoresde.noise.SampleNoise` (one stream per sample: sample ``i`` of
@@ -165,7 +169,8 @@ def sample(
         grid: the time grid, one of :data:`GRIDS`, or an explicit decreasing sequence of
             times from ``T`` (its last time is the end time; ``steps`` is then not given).
             Default: :func:`default_grid` (``log_snr`` for the exponential integrators,
-            ``karras`` for ``edm_heun``, ``uniform`` for the paper's samplers).
+            ``karras`` for ``edm_heun``, the process's ``default_grid`` for the paper's samplers:
+            ``uniform``, ``karras`` for :class:`~scoresde.sde.EDMSDE`).
         rho: the exponent of the ``karras`` grid (default 7).
         batch_size: draw at most this many samples at a time (bounded memory for any
             ``B``); the batches run one after the other and are concatenated.
@@ -194,7 +199,7 @@ def sample(
         name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", "sampler")
         raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; it accepts {list(allowed)}")
     adaptive = is_adaptive(fn, options)
-    grid = default_grid(fn) if grid is None else grid
+    grid = default_grid(fn, sde) if grid is None else grid
     ts, evals = _grid(sde, fn, steps, eps, grid, rho, denoise, adaptive, options)
     eps = ts[-1]
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):

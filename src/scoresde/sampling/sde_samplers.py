@@ -73,27 +73,32 @@ def ancestral_step(
     generator: torch.Generator | None = None,
     probability_flow: bool = False,
 ) -> Tensor:
-    r"""Ancestral sampling (paper eq. 47 for VE, DDPM's sampler for VP).
+    r"""Ancestral sampling: a draw from the kernel's posterior :math:`q(x_s | x_t, \hat x_0)` around Tweedie's estimate.
 
-    VE: :math:`x \leftarrow x + (\sigma_t^2-\sigma_s^2)s_\theta + \sqrt{\sigma_s^2(\sigma_t^2-\sigma_s^2)}/\sigma_t\,z`.
-    VP: :math:`x \leftarrow (x + \beta s_\theta)/\sqrt{1-\beta} + \sqrt\beta\,z` with
-    :math:`\beta = 1 - \bar\alpha_t/\bar\alpha_s`.
+    With the step's transition :math:`x_t = a x_s + b z`, :math:`a = \alpha_t/\alpha_s`,
+    :math:`b^2 = \sigma_t^2 - a^2\sigma_s^2`, the posterior mean is :math:`(x + b^2 s_\theta)/a` and the noise is
+    the posterior's :math:`b^2\sigma_s^2/\sigma_t^2` (``sde.ancestral_variance = "posterior"``: paper eq. 47 for
+    VE, :math:`x + (\sigma_t^2-\sigma_s^2)s_\theta + \sqrt{\sigma_s^2(\sigma_t^2-\sigma_s^2)}/\sigma_t\,z`, and every
+    other process) or DDPM's :math:`b^2 = \beta` (``"forward"``, for kernels with :math:`\alpha^2 + \sigma^2 = 1`:
+    VP, :math:`x \leftarrow (x + \beta s_\theta)/\sqrt{1-\beta} + \sqrt\beta\,z` with
+    :math:`\beta = 1 - \bar\alpha_t/\bar\alpha_s`).
     """
     if probability_flow:
         raise ValueError("ancestral sampling has no probability-flow variant; use sampler='ode' or 'ddim'")
-    if sde.ancestral_variance is None:
+    if sde.ancestral_variance not in ("posterior", "forward"):
         raise TypeError(
-            f"ancestral sampling is defined for VPSDE and VESDE, not {type(sde).__name__}; "
-            "use 'reverse_diffusion', 'euler_maruyama' or 'ddim' (eta=1) instead"
+            f"ancestral sampling needs {type(sde).__name__}.ancestral_variance to be 'posterior' or 'forward', got "
+            f"{sde.ancestral_variance!r}; use 'reverse_diffusion', 'euler_maruyama' or 'ddim' (eta=1) instead"
         )
     score = score_fn(x, sde._time(t, x))
     (alpha_t, sigma_t, _), (alpha_s, sigma_s, _) = sde.schedule.coeffs(t), sde.schedule.coeffs(s)
+    a = alpha_t / alpha_s
     if sde.ancestral_variance == "posterior":
-        jump = sigma_t**2 - sigma_s**2
-        mean = x + jump * score
-        std = math.sqrt(sigma_s**2 * jump / sigma_t**2)
+        jump = sigma_t**2 - a**2 * sigma_s**2
+        mean = (x + jump * score) / a
+        std = math.sqrt(max(sigma_s**2 * jump / sigma_t**2, 0.0))
     else:
-        beta = 1.0 - (alpha_t / alpha_s) ** 2
+        beta = 1.0 - a**2
         mean = (x + beta * score) / math.sqrt(1.0 - beta)
         std = math.sqrt(beta)
     return mean + std * randn_like(x, generator)
