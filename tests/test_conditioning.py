@@ -143,7 +143,8 @@ def test_model_score_takes_fixed_or_per_call_labels():
 
 
 # -- classifier-free guidance ----------------------------------------------------------------------
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(sigma_max=20.0)}
+SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(sigma_max=20.0), "cosine": sd.CosineVPSDE(),
+        "rf": sd.RectifiedFlow(), "edm": sd.EDMSDE(sigma_max=20.0)}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(SDES))

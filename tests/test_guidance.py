@@ -7,7 +7,8 @@ import scoresde as sd
 from scoresde.guidance import classifier_guided
 from scoresde.toy import demo_mixture
 
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(sigma_max=20.0)}
+SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(sigma_max=20.0), "cosine": sd.CosineVPSDE(),
+        "rf": sd.RectifiedFlow(), "edm": sd.EDMSDE(sigma_max=20.0)}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(SDES))

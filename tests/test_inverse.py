@@ -15,7 +15,8 @@ from scoresde.operators import ChannelMean, FunctionOperator, MaskOperator, Matr
 from scoresde.sampling import SAMPLERS
 from scoresde.toy import GaussianMixture, demo_mixture, mixture_moments, sample_mixtures
 
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(sigma_max=20.0)}
+SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(sigma_max=20.0), "cosine": sd.CosineVPSDE(),
+        "rf": sd.RectifiedFlow(), "edm": sd.EDMSDE(sigma_max=20.0)}  # fmt: skip
 FIXED_OPTIONS = {name: ({"method": "heun"} if name == "ode" else {}) for name in SAMPLERS}
 
 

@@ -7,6 +7,7 @@ The samplers' accuracy on the exact-score mixture is in test_samplers.py and tes
 """
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -223,3 +224,79 @@ def test_a_user_path_gets_closed_form_inverses_when_given():
     t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     torch.testing.assert_close(path.schedule.t_from_log_snr(path.schedule.log_snr(t)), t)
     assert calls
+
+
+# -- the new digits configs through every CLI command -------------------------------------------------------------
+TINY = ["training.n_iters=2", "training.snapshot_every=2", "training.log_every=1", "training.batch_size=16",
+        "sampling.steps=4"]  # fmt: skip
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory):
+    from scoresde.config import load_config
+    from scoresde.train import train
+
+    runs = {}
+    for name in ("edm", "rf", "cosine"):
+        runs[name] = train(load_config(CONFIGS / f"digits_{name}.toml", TINY), tmp_path_factory.mktemp(name),
+                           progress=False)  # fmt: skip
+    return runs
+
+
+@pytest.mark.parametrize("name", ["edm", "rf", "cosine"])
+def test_every_cli_command_runs_on_the_new_processes(name, digits_runs, tmp_path, capsys):
+    from scoresde.cli import main
+
+    ckpt = digits_runs[name]
+
+    def run(*args):
+        assert main(["--threads", "1", *map(str, args)]) == 0, capsys.readouterr().err
+        return capsys.readouterr().out
+
+    run("sample", ckpt, "--sampler", "unipc", "--steps", 5, "-n", 8, "--out", tmp_path / "fast.npz")
+    run("sample", ckpt, "--sampler", "pc", "--steps", 4, "-n", 8, "--out", tmp_path / "pc.png")
+    assert "bits/dim" in run("likelihood", ckpt, "--rtol", "1e-2", "--atol", "1e-2", "--batch-size", 300)
+    if name != "rf":
+        return
+    run("sample", ckpt, "--sampler", "ancestral", "--steps", 4, "-n", 4, "--out", tmp_path / "anc.npz")
+    run("evaluate", ckpt, "--sampler", "dpm_solver++", "--steps", 5, "-n", 20, "--no-likelihood", "--out",
+        tmp_path / "report.json")  # fmt: skip
+    run("optimize-grid", ckpt, "--sampler", "unipc", "--steps", 4, "-n", 4)
+    run("sample", ckpt, "--sampler", "unipc", "--grid", "unipc-4", "-n", 4, "--out", tmp_path / "tuned.npz")
+    run("inpaint", ckpt, "-n", 3, "--steps", 4, "--missing", "left", "--out", tmp_path / "inpainted.npz")
+    run("encode", ckpt, "-n", 2, "--out", tmp_path / "latents.npz")
+    run("decode", ckpt, tmp_path / "latents.npz", "--out", tmp_path / "decoded.npz")
+    run("interpolate", ckpt, "-n", 1, "--points", 3, "--out", tmp_path / "path.npz")
+
+
+def test_the_trainer_draws_the_configured_times_and_weights(tmp_path, monkeypatch):
+    """Every recipe key reaches the training step: the times come from training.time_sampling (with its mean and
+    std), the loss gets the weighting, gamma and sigma_data (a key that nothing reads would train the default)."""
+    import scoresde.losses
+    from scoresde.config import load_config
+    from scoresde.train import train
+
+    seen = []
+    real_times, real_weight = scoresde.losses.sample_times, scoresde.losses.loss_weight
+
+    def times(*args, **kwargs):
+        t = real_times(*args, **kwargs)
+        seen.append(("times", args[4:], t))
+        return t
+
+    def weight(sde, t, weighting, sigma_data=None, gamma=None):
+        seen.append(("weight", (weighting, sigma_data, gamma), None))
+        return real_weight(sde, t, weighting, sigma_data, gamma)
+
+    monkeypatch.setattr(scoresde.losses, "sample_times", times)
+    monkeypatch.setattr(scoresde.losses, "loss_weight", weight)
+    recipe = ["training.time_sampling=lognormal", "training.time_mean=0.7", "training.time_std=0.3",
+              "training.weighting=min_snr", "training.min_snr_gamma=2.5", "model.sigma_data=0.9"]  # fmt: skip
+    train(load_config(CONFIGS / "digits_edm.toml", [*TINY, *recipe]), tmp_path / "run", progress=False)
+    drawn = [entry for entry in seen if entry[0] == "times"]
+    assert drawn and all(args == ("lognormal", 0.7, 0.3) for _, args, _ in drawn)
+    sigma = torch.cat([t for *_, t in drawn])  # EDM: time is the noise level, ln sigma ~ N(0.7, 0.3^2)
+    assert float(torch.log(sigma).mean()) == pytest.approx(0.7, abs=0.2)
+    assert all(args == ("min_snr", 0.9, 2.5) for kind, args, _ in seen if kind == "weight")
+    assert any(kind == "weight" for kind, _, _ in seen)

@@ -47,7 +47,16 @@ from .data import (
     toy_data,
 )
 from .integrators import ERROR_NORMS
-from .losses import REDUCTIONS, TIME_SAMPLINGS, WEIGHTINGS, check_time_sampling, ddpm_loss, dsm_loss, smld_loss
+from .losses import (
+    REDUCTIONS,
+    TIME_SAMPLINGS,
+    WEIGHTINGS,
+    check_time_sampling,
+    ddpm_loss,
+    dsm_loss,
+    smld_loss,
+    training_noise,
+)
 from .nets import NCSNpp, TimeMLP, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_small, ncsnpp_cifar10
 from .sampling import SAMPLERS, sampler_options
 from .sampling import is_adaptive as sampling_is_adaptive
@@ -450,6 +459,19 @@ def build_score(model: nn.Module, sde: SDE, cfg: Config, y: int | Tensor | None 
     m = cfg.model
     return ModelScore(model, sde, prediction=m.prediction, time_input=m.time_input, time_scale=m.time_scale, y=y,
                       std=m.std, sigma_data=m.sigma_data)  # fmt: skip
+
+
+def build_training_noise(cfg: Config, sde: SDE) -> Callable[[Tensor, torch.Generator], dict[str, Tensor]]:
+    """``noise(x, generator)``: every random input of the configured loss for the batch ``x`` (its keyword
+    arguments), the times from ``training.time_sampling`` (:func:`scoresde.losses.training_noise`)."""
+    t = cfg.training
+    return partial(_draw_noise, t.loss, sde, t.eps, t.importance_sampling, t.time_sampling, t.time_mean, t.time_std)
+
+
+def _draw_noise(loss: str, sde: SDE, eps: float, importance: bool, kind: str, mean: float | None, std: float | None,
+                x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:  # fmt: skip
+    return training_noise(loss, sde, x, eps, generator, importance_sampling=importance, time_sampling=kind,
+                          time_mean=mean, time_std=std)  # fmt: skip
 
 
 def build_loss(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Callable[..., Tensor]:

@@ -30,6 +30,7 @@ from .build import (
     build_model,
     build_score,
     build_sde,
+    build_training_noise,
     check_config,
     check_labels,
     data_shape,
@@ -56,7 +57,7 @@ from .checkpoint import (
 from .config import Config, stored_config
 from .data import to_unit
 from .distributed import init_from_env
-from .losses import drop_labels, training_noise
+from .losses import drop_labels
 from .plotting import check_writable_dir, save_image_grid, save_line_plot, save_scatter_grid
 from .sde import SDE
 
@@ -212,6 +213,7 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
         )
     score = build_score(wrapped, sde, cfg)
     loss_fn = build_loss(cfg, sde, score, wrapped)
+    draw_noise = build_training_noise(cfg, sde)  # the loss's random inputs, times from training.time_sampling
     scaler = torch.amp.GradScaler("cuda", enabled=t.amp and device.type == "cuda")
     local_batch = t.batch_size // world
     n_data = len(data)
@@ -228,7 +230,7 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
     for step in range(start_step, t.n_iters):
         idx = torch.randint(0, n_data, (t.batch_size,), generator=data_gen)
         x = model_batch(data, idx, cfg, data_gen)
-        noise = training_noise(t.loss, sde, x, t.eps, data_gen, importance_sampling=t.importance_sampling)
+        noise = draw_noise(x, data_gen)
         if labels is not None:
             noise["y"] = drop_labels(labels[idx], t.p_uncond, num_classes, data_gen)
         part = slice(rank * local_batch, (rank + 1) * local_batch)
