@@ -173,8 +173,21 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name", list(SDES))
-@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+NEW = ("cosine", "rf", "edm")
+
+
+def rotated(cases, ids):
+    """Every (process, case) pair; the newer processes take the cases in turn in the default run (one each), the
+    other pairs run with ``make test-slow``."""
+    pairs = []
+    for i, (case, case_id) in enumerate(zip(cases, ids, strict=True)):
+        for name in SDES:
+            slow = name in NEW and name != NEW[i % len(NEW)]
+            pairs.append(pytest.param(name, case, id=f"{case_id}-{name}", marks=[pytest.mark.slow] if slow else []))
+    return pairs
+
+
+@pytest.mark.parametrize(("name", "case"), rotated(CASES, [f"{c[0]}-{c[1]}" for c in CASES]))
 def test_solve_inverse_matches_the_exact_posterior(name, case):
     method, noise, sampler, steps, mean_tol, cov_tol = case
     sde = SDES[name]
@@ -241,7 +254,8 @@ def _colour_mixture():
     return GaussianMixture([0.45, 0.35, 0.2], means, 0.05)
 
 
-@pytest.mark.parametrize("name", list(SDES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in ("cosine", "edm") else [])
+                                  for n in SDES])  # fmt: skip
 def test_colorization_recovers_the_colours_of_the_exact_posterior(name):
     sde, gm, n = SDES[name], _colour_mixture(), 1500
     truth, labels = gm.sample(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64, return_labels=True)

@@ -240,8 +240,10 @@ def test_presets_are_the_recorded_configs(keys_file):
             assert PRESETS[name]["training"]["continuous"] == changes["training.continuous"]
 
 
-CONVERT = ["keys_ve_cifar10_ncsnpp_continuous", "keys_ve_cifar10_ncsnpp_deep_continuous",
-           "keys_vp_cifar10_ddpmpp_continuous", "keys_vp_cifar10_ddpmpp_deep_continuous", "keys_vp_ddpm_cifar10",
+# the deep variants repeat their shallow twins' layout with more blocks per level (10 s each): slow
+CONVERT = ["keys_ve_cifar10_ncsnpp_continuous", "keys_vp_cifar10_ddpmpp_continuous", "keys_vp_ddpm_cifar10",
+           pytest.param("keys_ve_cifar10_ncsnpp_deep_continuous", marks=pytest.mark.slow),
+           pytest.param("keys_vp_cifar10_ddpmpp_deep_continuous", marks=pytest.mark.slow),
            pytest.param("keys_ve_cifar10_ncsnpp", marks=pytest.mark.slow)]  # fmt: skip
 
 

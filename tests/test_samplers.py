@@ -46,17 +46,18 @@ def case_id(case):
     return "-".join([name, str(steps), *(f"{k}={v}" for k, v in opts.items())])
 
 
-NEW = ("cosine", "rf", "edm")
+ROTATED = ("vp", "subvp", "cosine", "ve", "edm", "rf")  # VE takes the paper's PC sampler (reverse diffusion + Langevin)
 
 
 def matrix():
-    """Every (process, sampler) pair. The newer processes share the long (>= 500-step) samplers in the default run,
-    one process each in turn, so every sampler runs on one of them; the other pairs run with ``make test-slow``."""
+    """Every (process, sampler) pair. Every process runs every short sampler in the default run; each long
+    (>= 500-step) sampler runs on one process, the processes taking them in turn; the other pairs run with
+    ``make test-slow``."""
     pairs = []
     for i, case in enumerate(CASES):
         long = case[1] is not None and case[1] >= 500
         for name in SDES:
-            slow = long and name in NEW and name != NEW[i % len(NEW)]
+            slow = long and name != ROTATED[i % len(ROTATED)]
             pairs.append(pytest.param(name, case, id=f"{case_id(case)}-{name}",
                                       marks=[pytest.mark.slow] if slow else []))  # fmt: skip
     return pairs
