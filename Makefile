@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 THREADS := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 
-.PHONY: setup demo demo-2d test test-slow test-all bench bench-guidance bench-peers lint clean
+.PHONY: setup demo demo-2d test test-slow test-all bench bench-guidance bench-processes bench-peers lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,19 @@ bench-guidance: $(STAMP)
 	$(THREADS) $(BIN)/scoresde train configs/digits_vp_cond.toml --workdir outputs/digits_cond
 	$(THREADS) $(BIN)/python benchmarks/bench_guidance_digits.py
 
+# Which forward process trains the best digits model (after `make demo`, whose VP model is the baseline): trains the
+# EDM, rectified-flow and cosine-VP models of configs/ and two time-sampling variants (about 9 min each on 2 cores;
+# a finished run is a no-op), then measures FD at 10 / 20 NFE and any budget, KID, pixel FD and test bits/dim over
+# 3 seeds (about 55 minutes for the six models).
+bench-processes: $(STAMP)
+	$(THREADS) $(BIN)/scoresde train configs/digits_edm.toml --workdir outputs/digits_edm
+	$(THREADS) $(BIN)/scoresde train configs/digits_rf.toml --workdir outputs/digits_rf
+	$(THREADS) $(BIN)/scoresde train configs/digits_cosine.toml --workdir outputs/digits_cosine
+	$(THREADS) $(BIN)/scoresde train configs/digits_rf.toml --workdir outputs/digits_rf_uniform \
+		--set training.time_sampling=uniform
+	$(THREADS) $(BIN)/scoresde train configs/digits_edm.toml --workdir outputs/digits_edm_p0 --set training.time_mean=0.0
+	$(THREADS) $(BIN)/python benchmarks/bench_processes.py
+
 # scoresde's fast samplers against diffusers and k-diffusion on the same score and the same x_T (2-D mixture, and
 # the main-job digits model when `make demo` has run). The peers are a benchmark extra, never library dependencies;
 # k-diffusion goes in with --no-deps (its metadata pulls torchvision and another torch).
@@ -64,6 +77,7 @@ bench-peers: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[peers]'
 	$(BIN)/pip install --quiet --no-deps k-diffusion==0.1.1.post1
 	$(THREADS) $(BIN)/python benchmarks/bench_peers.py
+	$(THREADS) $(BIN)/python benchmarks/bench_peers_processes.py  # after `make bench-processes`
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
