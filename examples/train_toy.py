@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 import scoresde as sd
-from scoresde.build import build_score, load_for_inference
 from scoresde.config import load_config
 from scoresde.data import toy_data
 from scoresde.plotting import save_scatter_grid
@@ -31,11 +30,10 @@ def main() -> None:
                       [f"data.toy={args.toy}", f"training.n_iters={args.iters}",
                        f"training.snapshot_every={args.iters}", "sampling.steps=100"])  # fmt: skip
     checkpoint = train(cfg, args.out, overwrite=True, progress=True)
-    cfg, sde, model = load_for_inference(checkpoint)
-    score = build_score(model, sde, cfg)
+    model = sd.load(checkpoint)  # the network with its process (model.sde) and data shape
     gen = torch.Generator().manual_seed(0)
-    sde_samples = sd.sample(sde, score, (4000, 2), sampler="euler_maruyama", steps=500, generator=gen)
-    ode_samples, nfe = sd.sample(sde, score, (4000, 2), sampler="ode", return_nfe=True)
+    sde_samples = sd.sample(model, n=4000, sampler="euler_maruyama", steps=500, generator=gen)
+    ode_samples, nfe = sd.sample(model, n=4000, sampler="ode", return_nfe=True)
     panels = [("data", toy_data(args.toy, 4000)), ("Euler-Maruyama 500", sde_samples),
               (f"PF-ODE rk45 ({nfe} NFE)", ode_samples)]  # fmt: skip
     path = save_scatter_grid(panels, Path(args.out) / "samples.png", cols=3)

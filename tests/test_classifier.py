@@ -10,6 +10,7 @@ import torch
 
 import scoresde as sd
 import scoresde.build
+import scoresde.checkpoint
 import scoresde.classifier
 from scoresde.checkpoint import list_checkpoints, load_checkpoint
 from scoresde.classifier import (
@@ -254,7 +255,7 @@ def test_classifier_arguments_are_checked_before_any_work(plain_ckpt, toy_classi
     def forbidden(*args, **kwargs):
         raise AssertionError("the command did expensive work before rejecting its input")
 
-    monkeypatch.setattr(scoresde.build, "load_for_inference", forbidden)
+    monkeypatch.setattr(scoresde.checkpoint.Checkpoint, "tensors", forbidden)
     monkeypatch.setattr(scoresde.classifier, "load_classifier", forbidden)
     _, final, _ = toy_classifier
     assert _sample(plain_ckpt, tmp_path, "--class", "3", "--classifier", str(final)) == 2

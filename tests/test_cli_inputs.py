@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import scoresde.build
+import scoresde.checkpoint
 from scoresde.build import (
     ARCHS,
     DATASETS,
@@ -63,7 +64,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the command did expensive work before rejecting its input")
 
-    monkeypatch.setattr(scoresde.build, "load_for_inference", forbidden)
+    monkeypatch.setattr(scoresde.checkpoint.Checkpoint, "tensors", forbidden)
     monkeypatch.setattr(scoresde.build, "load_dataset", forbidden)
 
 

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import scoresde.build
+import scoresde.checkpoint
 from scoresde.cli import main
 from scoresde.config import load_config
 from scoresde.train import train
@@ -48,7 +49,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the command did expensive work before rejecting its input")
 
-    monkeypatch.setattr(scoresde.build, "load_for_inference", forbidden)
+    monkeypatch.setattr(scoresde.checkpoint.Checkpoint, "tensors", forbidden)
 
 
 def test_inpaint_keeps_the_known_pixels_and_writes_pictures(digits_ckpt, tmp_path):

@@ -13,6 +13,7 @@ import torch
 
 import scoresde as sd
 import scoresde.build
+import scoresde.checkpoint
 import scoresde.classifier
 from scoresde.build import build_model, build_score, check_config, load_dataset
 from scoresde.checkpoint import load_checkpoint
@@ -349,7 +350,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the command did expensive work before rejecting its input")
 
-    monkeypatch.setattr(scoresde.build, "load_for_inference", forbidden)
+    monkeypatch.setattr(scoresde.checkpoint.Checkpoint, "tensors", forbidden)
     monkeypatch.setattr(scoresde.classifier, "load_classifier", forbidden)
 
 

@@ -20,6 +20,18 @@ SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(sigma_max=20.0)
 FIXED_OPTIONS = {name: ({"method": "heun"} if name == "ode" else {}) for name in SAMPLERS}
 
 
+def rotated(cases, ids, per_case=2):
+    """Every (process, case) pair; in the default run each case runs on ``per_case`` processes, the processes taking
+    the cases in turn (so every process meets several), the other pairs run with ``make test-slow``."""
+    names, pairs = list(SDES), []
+    for i, (case, case_id) in enumerate(zip(cases, ids, strict=True)):
+        chosen = {names[(per_case * i + k) % len(names)] for k in range(per_case)}
+        for name in names:
+            marks = [] if name in chosen else [pytest.mark.slow]
+            pairs.append(pytest.param(name, case, id=f"{case_id}-{name}", marks=marks))
+    return pairs
+
+
 # -- the exact posterior itself --------------------------------------------------------------------------------------
 def test_mixture_posterior_matches_bayes_rule_on_a_grid():
     # 2-D mixture, y = x_0 + noise: compare with p(x | y) ∝ p(x) N(y; x_0, s^2) evaluated numerically on a grid
@@ -109,8 +121,7 @@ def _inpaint_tv(sde, sampler, steps, dim, value, n=2000, **options):
     return 0.5 * float((freq - weights).abs().sum())
 
 
-@pytest.mark.parametrize("name", list(SDES))
-@pytest.mark.parametrize("value", [-1.5, -1.0, -2.0])
+@pytest.mark.parametrize(("name", "value"), rotated([-1.5, -1.0, -2.0], ["-1.5", "-1.0", "-2.0"]))
 def test_inpainting_reproduces_the_exact_conditional_component_probabilities(name, value):
     # x[1] known: components 0 and 1 share it and differ in the unknown x[0]; their exact odds depend on
     # the weights, the stds and the value (0.57/0.43 at -1.5, 0.64/0.36 at -1.0 and -2.0)
@@ -173,20 +184,6 @@ CASES = [
 ]
 
 
-NEW = ("cosine", "rf", "edm")
-
-
-def rotated(cases, ids):
-    """Every (process, case) pair; the newer processes take the cases in turn in the default run (one each), the
-    other pairs run with ``make test-slow``."""
-    pairs = []
-    for i, (case, case_id) in enumerate(zip(cases, ids, strict=True)):
-        for name in SDES:
-            slow = name in NEW and name != NEW[i % len(NEW)]
-            pairs.append(pytest.param(name, case, id=f"{case_id}-{name}", marks=[pytest.mark.slow] if slow else []))
-    return pairs
-
-
 @pytest.mark.parametrize(("name", "case"), rotated(CASES, [f"{c[0]}-{c[1]}" for c in CASES]))
 def test_solve_inverse_matches_the_exact_posterior(name, case):
     method, noise, sampler, steps, mean_tol, cov_tol = case
@@ -202,10 +199,12 @@ def test_solve_inverse_matches_the_exact_posterior(name, case):
         assert float((x @ A.T - y).abs().max()) < 1e-6  # the measurements hold exactly
 
 
-@pytest.mark.parametrize("name", list(SDES))
-@pytest.mark.parametrize("method", ["ddnm", "pigdm"])
-@pytest.mark.parametrize("noise", [0.0, 0.3])
-def test_ddnm_and_pigdm_are_exact_for_gaussian_data_of_the_stated_variance(name, method, noise):
+GAUSSIAN_CASES = [("ddnm", 0.0), ("ddnm", 0.3), ("pigdm", 0.0), ("pigdm", 0.3)]
+
+
+@pytest.mark.parametrize(("name", "case"), rotated(GAUSSIAN_CASES, [f"{m}-{v}" for m, v in GAUSSIAN_CASES], 3))
+def test_ddnm_and_pigdm_are_exact_for_gaussian_data_of_the_stated_variance(name, case):
+    method, noise = case
     # for x ~ N(mu, v I), p(x0 | x_t) = N(x0_hat, r_t^2 I) exactly, so both approximations of p(y | x_t) are exact
     sde, gen = SDES[name], torch.Generator().manual_seed(3)
     v, d, n = 0.5, 12, 2000

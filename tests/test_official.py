@@ -608,7 +608,7 @@ def test_convert_official_is_a_console_command(tmp_path):
 
 
 def test_training_does_not_resume_from_a_converted_checkpoint(tmp_path, digit_folder):
-    from scoresde.build import checkpoint_config
+    from scoresde.checkpoint import checkpoint_config
     from scoresde.train import train
 
     path = convert_official(DATA / "tiny_vp_ddpmpp.pth", DATA / "tiny_vp_ddpmpp.json", tmp_path / "run",

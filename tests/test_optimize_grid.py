@@ -21,6 +21,7 @@ import torch
 
 import scoresde as sd
 import scoresde.build
+import scoresde.checkpoint
 import scoresde.evaluate
 from scoresde.cli import main
 from scoresde.config import load_config
@@ -250,8 +251,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the command did expensive work before rejecting its input")
 
-    monkeypatch.setattr(scoresde.build, "load_for_inference", forbidden)
-    monkeypatch.setattr(scoresde.evaluate, "load_for_inference", forbidden)
+    monkeypatch.setattr(scoresde.checkpoint.Checkpoint, "tensors", forbidden)
     monkeypatch.setattr(scoresde.evaluate, "evaluate", forbidden)
 
 

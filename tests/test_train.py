@@ -272,6 +272,7 @@ def test_digits_main_job_smoke(tmp_path, capsys):
     assert levels.shape == (4, 1, 8, 8) and levels.max() <= 16
 
 
+@pytest.mark.slow  # two torchrun launches (35 s); test_ddp_with_two_gloo_processes_matches_one_process runs by default
 def test_distributed_likelihood_and_sampling(toy_checkpoint, tmp_path):
     """Two gloo processes split the work with no collectives during the solves; the likelihood
     (exact divergence, per-sample error control) equals the single-process result."""

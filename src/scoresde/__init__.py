@@ -7,14 +7,24 @@ load with :func:`load_official` / :func:`convert_official`.
 """
 
 from . import integrators, operators, sampling, toy
+from .checkpoint import Checkpoint
 from .guidance import classifier_free_guided, classifier_guided
 from .inverse import colorize, inpaint, solve_inverse
 from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, interpolate, log_likelihood, slerp
+from .model import load
 from .noise import SampleNoise
 from .official import convert_official, load_official
 from .sampling import default_eps, optimize_grid, sample, time_grid
 from .schedule import Schedule
-from .score import CountedScore, ModelScore, eps_from_score, output_from_score, score_from_output, x0_from_score
+from .score import (
+    CountedScore,
+    ModelScore,
+    ScoreModel,
+    eps_from_score,
+    output_from_score,
+    score_from_output,
+    x0_from_score,
+)
 from .sde import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, LinearSDE, RectifiedFlow, ReverseSDE, ScoreFn, SubVPSDE
 
 __version__ = "0.1.0"
@@ -24,6 +34,7 @@ __all__ = [
     "SDE",
     "VESDE",
     "VPSDE",
+    "Checkpoint",
     "CosineVPSDE",
     "CountedScore",
     "LinearSDE",
@@ -33,6 +44,7 @@ __all__ = [
     "SampleNoise",
     "Schedule",
     "ScoreFn",
+    "ScoreModel",
     "SubVPSDE",
     "bits_per_dim",
     "bpd_from_logp",
@@ -48,6 +60,7 @@ __all__ = [
     "inpaint",
     "integrators",
     "interpolate",
+    "load",
     "load_official",
     "log_likelihood",
     "operators",

@@ -25,16 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import (
-    SCORE_FORMAT,
-    CheckpointError,
-    check_format,
-    load_checkpoint,
-    load_weights_strict,
-    prefixed,
-    resolve_checkpoint,
-)
-from .config import SDE_KEYS, Config, check_ranges, parse_value, stored_config
+from .checkpoint import Checkpoint
+from .config import SDE_KEYS, Config, check_ranges, parse_value
 from .data import (
     TOY_CLASSES,
     TOYS,
@@ -488,37 +480,11 @@ def model_batch(data: ImageData | Tensor, idx: Tensor, cfg: Config, generator: t
     return to_model(data.images[idx], data.levels, tuple(d.data_range), d.dequantize, generator, d.flip)
 
 
-def checkpoint_config(
-    meta: dict[str, Any], path: str | Path, fmt: str = SCORE_FORMAT, data_root: str | Path | None = None
-) -> Config:
-    """The training config stored in a checkpoint's metadata (of a score model, or the ``fmt`` asked for);
-    ``data_root`` (a directory) replaces its ``data.root``: the dataset's folder on this machine."""
-    if not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{path} is not a scoresde training checkpoint (its metadata has no config)")
-    check_format(meta, fmt, path)
-    cfg = stored_config(meta["config"])
-    if data_root is not None:
-        if not Path(data_root).is_dir():
-            raise FileNotFoundError(f"--data-root {data_root} is not a directory")
-        cfg.data.root = str(data_root)
-    return cfg
-
-
 def load_for_inference(
     path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu", data_root: str | Path | None = None
 ) -> tuple[Config, SDE, nn.Module]:
-    """Rebuild ``(config, sde, model)`` from a checkpoint, with the EMA weights by default; ``data_root``
-    replaces the config's ``data.root`` (the dataset's folder on this machine)."""
-    path = resolve_checkpoint(path)
-    tensors, meta = load_checkpoint(path)
-    cfg = checkpoint_config(meta, path, data_root=data_root)
-    sde = build_sde(cfg)
-    model = build_model(cfg)
-    load_weights_strict(model, prefixed(tensors, "model"))
-    if use_ema:
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for k, v in prefixed(tensors, "ema").items():
-                params[k].copy_(v)
-    model.to(device).eval()
-    return cfg, sde, model
+    """Rebuild ``(config, sde, network)`` from a checkpoint, with the EMA weights by default; ``data_root``
+    replaces the config's ``data.root``. :func:`scoresde.load` gives the same as one
+    :class:`~scoresde.score.ScoreModel` (``model.config``, ``model.sde``, ``model.net``)."""
+    model = Checkpoint.open(path, data_root=data_root).load(ema=use_ema, device=device)
+    return model.config, model.sde, model.net

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import safe_open as _safe_open
 from torch import Tensor, nn
 
+from .config import stored_config
 from .plotting import atomic_write
 
 try:
@@ -95,10 +96,11 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint file ``path`` names: the file itself, or a folder's newest checkpoint."""
+    """The checkpoint file ``path`` names: the file itself, a folder's newest checkpoint, or a training workdir's
+    newest (in its ``checkpoints/``)."""
     path = Path(path)
     if path.is_dir():
-        latest = latest_checkpoint(path)
+        latest = latest_checkpoint(path) or latest_checkpoint(path / "checkpoints")
         if latest is None:
             raise CheckpointError(f"no checkpoint_*.safetensors in {path}")
         return latest
@@ -107,9 +109,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's JSON metadata from its header only (no tensor is read)."""
-    path = resolve_checkpoint(path)
+def _read_header(path: Path) -> dict[str, Any]:
+    """The JSON metadata in a checkpoint file's header (no tensor is read)."""
     try:
         with _safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
@@ -118,17 +119,86 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a scoresde checkpoint ({err})") from err
 
 
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    """Every tensor of a checkpoint file."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a scoresde checkpoint ({err})") from err
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's JSON metadata from its header only (no tensor is read)."""
+    return _read_header(resolve_checkpoint(path))
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read a checkpoint: ``(tensors, metadata)``. Raises :class:`CheckpointError` if it is unreadable."""
     path = resolve_checkpoint(path)
-    try:
-        with _safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        tensors = load_file(str(path))
-        metadata = json.loads(header["scoresde"])
-    except (SafetensorError, OSError, KeyError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a scoresde checkpoint ({err})") from err
-    return tensors, metadata
+    metadata = _read_header(path)
+    return _read_tensors(path), metadata
+
+
+def checkpoint_config(
+    meta: dict[str, Any], path: str | Path, fmt: str = SCORE_FORMAT, data_root: str | Path | None = None
+) -> Any:
+    """The training config (:class:`scoresde.config.Config`) stored in a checkpoint's metadata, of a score model or
+    the ``fmt`` asked for; ``data_root`` (a directory) replaces its ``data.root``: the dataset's folder here."""
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path} is not a scoresde training checkpoint (its metadata has no config)")
+    check_format(meta, fmt, path)
+    config = stored_config(meta["config"])
+    if data_root is not None:
+        if not Path(data_root).is_dir():
+            raise FileNotFoundError(f"--data-root {data_root} is not a directory")
+        config.data.root = str(data_root)
+    return config
+
+
+class Checkpoint:
+    """A checkpoint opened once: its file, its metadata and its training config, read from the header only.
+
+    ``Checkpoint.open(path)`` takes a checkpoint file or a checkpoints folder (its newest), checks the
+    format (a score model's by default) and parses the stored config; :meth:`tensors` reads the
+    weights, :meth:`load` builds the :class:`~scoresde.score.ScoreModel`. The command line opens each
+    checkpoint of a run once and loads its tensors once.
+
+    Attributes:
+        path: the checkpoint file.
+        meta: its JSON metadata (config, step, versions, format).
+        config: the training config (:class:`scoresde.config.Config`), ``data.root`` replaced by ``data_root``.
+        step: the training step it was written at (``None`` if not recorded).
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], config: Any) -> None:
+        self.path, self.meta, self.config = path, meta, config
+        self.step: int | None = meta.get("step")
+
+    @classmethod
+    def open(cls, path: str | Path, fmt: str = SCORE_FORMAT, data_root: str | Path | None = None) -> Checkpoint:
+        """Resolve ``path``, read the header and the config; ``data_root`` (a directory) replaces ``data.root``."""
+        path = resolve_checkpoint(path)
+        meta = _read_header(path)
+        config = checkpoint_config(meta, path, fmt, data_root)
+        return cls(path, meta, config)
+
+    @property
+    def format(self) -> str:
+        return self.meta.get("format", SCORE_FORMAT)
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Every tensor of the checkpoint (``model.*``, ``ema.*``, ``optim.*``, ``rng.*``)."""
+        return _read_tensors(self.path)
+
+    def load(self, ema: bool = True, device: str | torch.device | None = None) -> Any:
+        """The :class:`~scoresde.score.ScoreModel` of a score model's checkpoint, with the EMA weights by default
+        (``ema=False``: the raw weights), in eval mode on ``device`` (default CPU)."""
+        from .model import model_from_checkpoint
+
+        return model_from_checkpoint(self, ema=ema, device=device)
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.path)!r}, step={self.step}, format={self.format!r})"
 
 
 def check_format(meta: dict[str, Any], fmt: str, path: str | Path) -> None:

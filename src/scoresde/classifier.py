@@ -49,7 +49,6 @@ from .build import (
     check_data_config,
     check_labels,
     check_labels_exist,
-    checkpoint_config,
     data_shape,
     load_dataset,
     model_batch,
@@ -58,7 +57,9 @@ from .build import (
 )
 from .checkpoint import (
     CLASSIFIER_FORMAT,
+    Checkpoint,
     append_log,
+    check_format,
     latest_checkpoint,
     load_checkpoint,
     load_weights_strict,
@@ -66,7 +67,6 @@ from .checkpoint import (
     prefixed,
     prepare_workdir,
     prune_checkpoints,
-    resolve_checkpoint,
     restore_optimizer,
     save_checkpoint,
     truncate_log,
@@ -234,16 +234,19 @@ def build_classifier(cfg: Config) -> NoisyClassifier:
     return NoisyClassifier(net, build_sde(cfg))
 
 
-def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[Config, NoisyClassifier]:
-    """Rebuild ``(config, classifier)`` from a classifier checkpoint (a file or a checkpoints folder: the newest).
+def load_classifier(
+    path: str | Path | Checkpoint, device: str | torch.device = "cpu"
+) -> tuple[Config, NoisyClassifier]:
+    """Rebuild ``(config, classifier)`` from a classifier checkpoint (a file, a checkpoints folder: the newest, or
+    an opened :class:`~scoresde.checkpoint.Checkpoint`).
 
     The classifier is in eval mode with frozen weights; ``classifier(x, t)`` gives ``[B, K]`` log-probabilities.
     """
-    path = resolve_checkpoint(path)
-    tensors, meta = load_checkpoint(path)
-    cfg = checkpoint_config(meta, path, CLASSIFIER_FORMAT)
+    ckpt = path if isinstance(path, Checkpoint) else Checkpoint.open(path, CLASSIFIER_FORMAT)
+    check_format(ckpt.meta, CLASSIFIER_FORMAT, ckpt.path)
+    cfg = ckpt.config
     classifier = build_classifier(cfg)
-    load_weights_strict(classifier, prefixed(tensors, "model"), what="classifier checkpoint")
+    load_weights_strict(classifier, prefixed(ckpt.tensors(), "model"), what="classifier checkpoint")
     classifier.requires_grad_(False)
     return cfg, classifier.to(device).eval()
 

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -312,27 +313,26 @@ def _train(args) -> int:
 
 def _inference_setup(args, suffixes: tuple[str, ...], data: bool = False):
     """Checks shared by ``sample`` and ``likelihood``, all before any work: the output path, the
-    device, the checkpoint (its header only) and, with ``data``, the dataset's files.
-    Returns ``(checkpoint file, config, device)``."""
-    from .build import check_config, checkpoint_config, pick_device
-    from .checkpoint import read_metadata, resolve_checkpoint
+    device, the checkpoint (opened once: its header) and, with ``data``, the dataset's files.
+    Returns ``(checkpoint, config, device)``; ``checkpoint.load`` then reads the weights once."""
+    from .build import check_config, pick_device
+    from .checkpoint import Checkpoint
     from .plotting import check_output_file
 
     if args.out is not None:
         check_output_file(args.out, suffixes, "--out")
     device = pick_device(args.device)
-    path = resolve_checkpoint(args.checkpoint)
-    cfg = checkpoint_config(read_metadata(path), path, data_root=getattr(args, "data_root", None))
-    return path, check_config(cfg, training=False, data=data), device
+    ckpt = Checkpoint.open(args.checkpoint, data_root=getattr(args, "data_root", None))
+    return ckpt, check_config(ckpt.config, training=False, data=data), device
 
 
-def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Path | None] | None:
+def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Any] | None:
     """Check ``--class``, ``--guidance`` and ``--classifier`` against the checkpoint (metadata headers only).
 
-    Returns ``None`` (no guidance) or ``(classes to draw, number of classes, classifier file or None)``.
+    Returns ``None`` (no guidance) or ``(classes to draw, number of classes, opened classifier checkpoint or None)``.
     """
-    from .build import build_sde, checkpoint_config, data_shape, same_process
-    from .checkpoint import CLASSIFIER_FORMAT, read_metadata, resolve_checkpoint
+    from .build import build_sde, data_shape, same_process
+    from .checkpoint import CLASSIFIER_FORMAT, Checkpoint
 
     if args.klass is None:
         for flag, value in (("--guidance", args.guidance), ("--classifier", args.classifier)):
@@ -341,13 +341,13 @@ def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Path | None] 
         return None
     classifier = None
     if args.classifier is not None:
-        classifier = resolve_checkpoint(args.classifier)
-        clf_cfg = checkpoint_config(read_metadata(classifier), classifier, CLASSIFIER_FORMAT)
+        classifier = Checkpoint.open(args.classifier, CLASSIFIER_FORMAT)
+        clf_cfg = classifier.config
         if not same_process(clf_cfg, cfg):
-            raise ValueError(f"--classifier {classifier} was trained under another SDE ({build_sde(clf_cfg)!r}) than "
-                             f"the checkpoint ({build_sde(cfg)!r}); train it with the model's [sde]")  # fmt: skip
+            raise ValueError(f"--classifier {classifier.path} was trained under another SDE ({build_sde(clf_cfg)!r}) "
+                             f"than the checkpoint ({build_sde(cfg)!r}); train it with the model's [sde]")  # fmt: skip
         if (data_shape(clf_cfg), clf_cfg.data.data_range) != (data_shape(cfg), cfg.data.data_range):
-            raise ValueError(f"--classifier {classifier} was trained on data of another shape or range than the "
+            raise ValueError(f"--classifier {classifier.path} was trained on data of another shape or range than the "
                              f"checkpoint's {data_shape(cfg)} in {cfg.data.data_range}")  # fmt: skip
         num_classes, what = clf_cfg.classifier.num_classes, "--classifier"
     else:
@@ -368,13 +368,13 @@ def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Path | None] 
 
 
 def _sample(args) -> int:
-    from .build import build_score, data_shape, is_adaptive, load_for_inference, parse_sampler_options
+    from .build import is_adaptive, parse_sampler_options
     from .distributed import finish, gather_cat, init_from_env, shard
     from .noise import SampleNoise
     from .sampling import sample
 
-    path, cfg, device = _inference_setup(args, (".png", ".npz"))
-    plan = _guidance_plan(args, cfg, path)
+    ckpt, cfg, device = _inference_setup(args, (".png", ".npz"))
+    plan = _guidance_plan(args, cfg, ckpt.path)
     sampler = args.sampler or cfg.sampling.sampler
     options = dict(cfg.sampling.options) if args.sampler is None else {}  # checked with the config
     options |= parse_sampler_options(sampler, args.option)
@@ -382,7 +382,7 @@ def _sample(args) -> int:
         raise ValueError("--steps does not apply to the adaptive samplers (adaptive_sde, ode's rk45: they pick their "
                          "own steps); "
                          "set --option rtol=/atol=, or --option method=euler|heun|rk4 for fixed steps")  # fmt: skip
-    grid, rho = _grid_choice(args, path, cfg, sampler, options)
+    grid, rho = _grid_choice(args, ckpt.path, cfg, sampler, options)
     steps = (
         None
         if is_adaptive(sampler, options) or not isinstance(grid, (str, type(None)))
@@ -392,11 +392,11 @@ def _sample(args) -> int:
     n = args.n or cfg.sampling.n
     rank, world = init_from_env()
     part = shard(n, rank, world)
-    cfg, sde, model = load_for_inference(path, use_ema=not args.no_ema, device=device)
-    score = build_score(model, sde, cfg)
+    model = ckpt.load(ema=not args.no_ema, device=device)
+    sde, score = model.sde, model
     eps = cfg.sampling.eps or None
     batch_size = args.batch_size or cfg.eval.batch_size
-    shape = data_shape(cfg)
+    shape = model.data_shape
     indices = torch.arange(part.start, part.stop)
     groups = [(score, indices)]  # (score function, global indices of its samples): sample i keeps noise stream i
     labels, scale = None, 1.0 if args.guidance is None else args.guidance
@@ -405,7 +405,7 @@ def _sample(args) -> int:
         if classifier is not None:
             from .classifier import load_classifier
 
-            classifier = load_classifier(classifier, device=device)[1]
+            classifier = load_classifier(classifier, device=device)[1]  # the opened checkpoint: read once
         labels = _class_labels(indices, args.klass, num_classes)
         groups = [(_guided(score, classifier, k, scale), indices[labels == k]) for k in classes]
     start = time.perf_counter()
@@ -463,20 +463,20 @@ def _guided(score, classifier, k: int, scale: float):
 def _likelihood(args) -> int:
     from tqdm.auto import tqdm
 
-    from .build import build_score, load_dataset, load_for_inference
+    from .build import load_dataset
     from .distributed import finish, gather_cat, gather_sum, init_from_env, shard
     from .evaluate import write_report
     from .likelihood import bits_per_dim, log_likelihood
     from .noise import LIKELIHOOD_DRAWS, SampleNoise
 
-    path, cfg, device = _inference_setup(args, (".json",), data=True)
+    ckpt, cfg, device = _inference_setup(args, (".json",), data=True)
     ev = cfg.eval
     split, repeats = args.split or ev.split, args.repeats or ev.repeats
     batch_size = args.batch_size or ev.batch_size
     progress = _show_progress(args.progress)
     rank, world = init_from_env()
-    cfg, sde, model = load_for_inference(path, device=device, data_root=args.data_root)
-    score = build_score(model, sde, cfg)
+    model = ckpt.load(device=device)
+    sde, score = model.sde, model
     data = load_dataset(cfg, split)
     part = shard(len(data), rank, world)
     # one stream per data point: the result does not depend on the batch size or the number of processes
@@ -557,13 +557,13 @@ def _evaluate(args) -> int:
     from .evaluate import evaluate, summary, write_report
     from .plotting import check_output_file
 
-    path, cfg, device = _inference_setup(args, (".json",), data=True)
+    ckpt, cfg, device = _inference_setup(args, (".json",), data=True)
     if args.samples_out is not None:
         check_output_file(args.samples_out, (".png", ".npz"), "--samples-out")
     sampler = args.sampler or cfg.sampling.sampler
     options = dict(cfg.sampling.options) if args.sampler is None else {}
     options = check_sampler_options(sampler, options | parse_sampler_options(sampler, args.option))
-    grid, rho = _grid_choice(args, path, cfg, sampler, options)
+    grid, rho = _grid_choice(args, ckpt.path, cfg, sampler, options)
     if is_adaptive(sampler, options) and args.steps is not None:
         raise ValueError("--steps does not apply to the adaptive samplers (adaptive_sde, ode's rk45: they pick their "
                          "own steps); "
@@ -572,10 +572,10 @@ def _evaluate(args) -> int:
     if inception is not None and not Path(inception).is_file():
         raise FileNotFoundError(f"Inception-v3 weights {inception} not found (the file "
                                 "pt_inception-2015-12-05-6726825d.pth; scoresde never downloads it)")  # fmt: skip
-    report, x = evaluate(path, sampler=sampler, steps=args.steps, options=options, n=args.n,
+    report, x = evaluate(ckpt, sampler=sampler, steps=args.steps, options=options, n=args.n,
                          batch_size=args.batch_size, seed=args.seed, device=str(device), use_ema=not args.no_ema,
                          likelihood=args.likelihood, inception=inception, grid=grid, rho=rho,
-                         progress=_show_progress(args.progress), data_root=args.data_root)  # fmt: skip
+                         progress=_show_progress(args.progress))  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(summary(report))

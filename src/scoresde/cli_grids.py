@@ -43,16 +43,8 @@ def add_grid_parser(sub, fmt, positive_int, seed, progress_flag) -> None:
 def optimize_grid_command(args, show_progress) -> int:
     import torch
 
-    from .build import (
-        build_score,
-        check_config,
-        checkpoint_config,
-        data_shape,
-        load_for_inference,
-        parse_sampler_options,
-        pick_device,
-    )
-    from .checkpoint import read_metadata, resolve_checkpoint
+    from .build import check_config, parse_sampler_options, pick_device
+    from .checkpoint import Checkpoint
     from .sampling import SAMPLERS
     from .sampling.optimize import check_optimize_arguments, grid_dir, grid_info, optimize_grid, save_grid
 
@@ -65,16 +57,17 @@ def optimize_grid_command(args, show_progress) -> int:
     if not GRID_NAME.match(name) or name in ("uniform", "quadratic", "log_snr", "karras"):
         raise ValueError(f"--name {name!r} must be a plain file name (letters, digits, _ . + -), not a grid kind")
     device = pick_device(args.device)
-    path = resolve_checkpoint(args.checkpoint)
-    check_config(checkpoint_config(read_metadata(path), path), training=False, data=False)
+    ckpt = Checkpoint.open(args.checkpoint)
+    check_config(ckpt.config, training=False, data=False)
+    path = ckpt.path
     out = grid_dir(path) / f"{name}.json"
     if out.exists():
         raise FileExistsError(f"{out} exists; pass another --name or remove the file")
-    cfg, sde, model = load_for_inference(path, use_ema=not args.no_ema, device=device)
-    score = build_score(model, sde, cfg)
+    model = ckpt.load(ema=not args.no_ema, device=device)
+    cfg, sde, score = model.config, model.sde, model
     start = time.perf_counter()
     report = print if show_progress(args.progress) else None
-    times = optimize_grid(sde, score, args.steps, shape=data_shape(cfg), sampler=args.sampler, n=args.n,
+    times = optimize_grid(sde, score, args.steps, shape=model.data_shape, sampler=args.sampler, n=args.n,
                           eps=cfg.sampling.eps or None, generator=torch.Generator().manual_seed(args.seed),
                           device=device, batch_size=args.batch_size or cfg.eval.batch_size, report=report,
                           **options)  # fmt: skip

@@ -127,16 +127,16 @@ def _tolerances(p: argparse.ArgumentParser, positive_float) -> None:
 
 # -- shared checks and inputs --------------------------------------------------------------------------------------
 def _setup(args, suffixes: tuple[str, ...]):
-    """Every check before the model is loaded: output, device, checkpoint header. Returns ``(path, cfg, device)``."""
-    from .build import check_config, checkpoint_config, pick_device
-    from .checkpoint import read_metadata, resolve_checkpoint
+    """Every check before the model is loaded: output, device, checkpoint header (the checkpoint is opened once).
+    Returns ``(checkpoint, cfg, device)``."""
+    from .build import check_config, pick_device
+    from .checkpoint import Checkpoint
     from .plotting import check_output_file
 
     check_output_file(args.out, suffixes, "--out")
     device = pick_device(args.device)
-    path = resolve_checkpoint(args.checkpoint)
-    cfg = checkpoint_config(read_metadata(path), path, data_root=getattr(args, "data_root", None))
-    return path, check_config(cfg, training=False, data=False), device
+    ckpt = Checkpoint.open(args.checkpoint, data_root=getattr(args, "data_root", None))
+    return ckpt, check_config(ckpt.config, training=False, data=False), device
 
 
 def _images(args, cfg) -> torch.Tensor:
@@ -222,11 +222,10 @@ def _save(out: Path, cfg, rows: list[torch.Tensor], arrays: dict[str, torch.Tens
     return save_image_grid(grid, out, nrow=shown[0].shape[0] if len(shown) > 1 else None)
 
 
-def _model(args, path, device):
-    from .build import build_score, load_for_inference
-
-    cfg, sde, model = load_for_inference(path, use_ema=not args.no_ema, device=device)
-    return cfg, sde, build_score(model, sde, cfg)
+def _model(args, ckpt, device):
+    """The opened checkpoint's model (its tensors read once): ``(config, sde, score model)``."""
+    model = ckpt.load(ema=not args.no_ema, device=device)
+    return model.config, model.sde, model
 
 
 # -- the commands ---------------------------------------------------------------------------------------------------
@@ -235,11 +234,11 @@ def inpaint_command(args, show_progress) -> int:
     from .inverse import inpaint
     from .noise import SampleNoise
 
-    path, cfg, device = _setup(args, (".png", ".npz"))
+    ckpt, cfg, device = _setup(args, (".png", ".npz"))
     x = _images(args, cfg)
     mask = _mask(args, data_shape(cfg), x.shape[0])
     options = _solver_options(args)
-    cfg, sde, score = _model(args, path, device)
+    cfg, sde, score = _model(args, ckpt, device)
     start = time.perf_counter()
     result, nfe = inpaint(sde, score, x.to(device), mask.to(device), method=args.method, sampler=args.sampler,
                           steps=args.steps or cfg.sampling.steps, generator=SampleNoise(args.seed, x.shape[0]),
@@ -256,13 +255,13 @@ def colorize_command(args, show_progress) -> int:
     from .inverse import colorize
     from .noise import SampleNoise
 
-    path, cfg, device = _setup(args, (".png", ".npz"))
+    ckpt, cfg, device = _setup(args, (".png", ".npz"))
     if cfg.data.channels < 2:
         raise ValueError(f"colorize needs a model of colour images; this checkpoint has {cfg.data.channels} channel")
     x = _images(args, cfg)
     gray = x.mean(1, keepdim=True)
     options = _solver_options(args)
-    cfg, sde, score = _model(args, path, device)
+    cfg, sde, score = _model(args, ckpt, device)
     start = time.perf_counter()
     result, nfe = colorize(sde, score, gray.to(device), channels=cfg.data.channels, method=args.method,
                            sampler=args.sampler, steps=args.steps or cfg.sampling.steps,
@@ -279,9 +278,9 @@ def colorize_command(args, show_progress) -> int:
 def encode_command(args, show_progress) -> int:
     from .likelihood import encode
 
-    path, cfg, device = _setup(args, (".npz",))
+    ckpt, cfg, device = _setup(args, (".npz",))
     x = _images(args, cfg)
-    cfg, sde, score = _model(args, path, device)
+    cfg, sde, score = _model(args, ckpt, device)
     z, nfe = encode(sde, score, x.to(device), rtol=args.rtol, atol=args.atol)
     out = _save(args.out, cfg, [], {"latents": z, "inputs": x})
     print(f"encoded {x.shape[0]} images ({nfe} NFE) -> {out}")
@@ -292,7 +291,7 @@ def decode_command(args, show_progress) -> int:
     from .build import data_shape
     from .likelihood import decode
 
-    path, cfg, device = _setup(args, (".png", ".npz"))
+    ckpt, cfg, device = _setup(args, (".png", ".npz"))
     with np.load(args.latents, allow_pickle=False) as arrays:
         if "latents" not in arrays:
             raise ValueError(f"{args.latents} has no 'latents' array (write one with scoresde encode)")
@@ -302,7 +301,7 @@ def decode_command(args, show_progress) -> int:
                          f"{', '.join(map(str, data_shape(cfg)))}]")  # fmt: skip
     if not bool(torch.isfinite(z).all()):
         raise ValueError(f"{args.latents} contains NaN or inf")
-    cfg, sde, score = _model(args, path, device)
+    cfg, sde, score = _model(args, ckpt, device)
     x, nfe = decode(sde, score, z.to(device), rtol=args.rtol, atol=args.atol)
     out = _save(args.out, cfg, [x], {"samples": x})
     print(f"decoded {z.shape[0]} latents ({nfe} NFE) -> {out}")
@@ -312,13 +311,13 @@ def decode_command(args, show_progress) -> int:
 def interpolate_command(args, show_progress) -> int:
     from .likelihood import interpolate
 
-    path, cfg, device = _setup(args, (".png", ".npz"))
+    ckpt, cfg, device = _setup(args, (".png", ".npz"))
     if args.points < 2:
         raise ValueError(f"--points must be at least 2 (the two ends), got {args.points}")
     n_pairs = args.n
     args.n = 2 * n_pairs
     x = _images(args, cfg)
-    cfg, sde, score = _model(args, path, device)
+    cfg, sde, score = _model(args, ckpt, device)
     path_x, nfe = interpolate(sde, score, x[0::2].to(device), x[1::2].to(device), n=args.points, rtol=args.rtol,
                               atol=args.atol)  # fmt: skip
     rows = list(path_x.transpose(0, 1))  # one pair per row, the path along it

@@ -23,6 +23,7 @@ strictly valid JSON (NaN and infinities become ``null``).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -34,19 +35,22 @@ import torch
 from torch import Tensor
 
 from . import metrics
-from .build import build_score, data_shape, is_adaptive, load_dataset, load_for_inference
+from .build import data_shape, is_adaptive, load_dataset
+from .checkpoint import Checkpoint
+from .config import Config
 from .data import ImageData, data_levels, to_levels, toy_data
 from .distributed import finish, gather_cat, init_from_env, shard
 from .likelihood import bits_per_dim, log_likelihood
 from .noise import LIKELIHOOD_DRAWS, SampleNoise
 from .sampling import default_grid, sample
+from .score import ScoreModel, as_score_model
 from .sde import SDE
 
 OUTSIDE_MARGIN = 0.25  # a sample is "outside" when a value leaves the data range by a quarter of its width
 
 
 def evaluate(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Checkpoint | ScoreModel,
     sampler: str | None = None,
     steps: int | None = None,
     options: Mapping[str, Any] | None = None,
@@ -62,7 +66,8 @@ def evaluate(
     progress: bool = False,
     data_root: str | Path | None = None,
 ) -> tuple[dict[str, Any], Tensor]:
-    """Sample a checkpoint and score the samples; returns ``(report, samples)``.
+    """Sample a checkpoint (a path, an opened :class:`~scoresde.checkpoint.Checkpoint` or a model from
+    :func:`scoresde.load`) and score the samples; returns ``(report, samples)``.
 
     ``sampler``, ``steps`` and ``options`` default to the checkpoint's ``[sampling]`` section
     (options only when the sampler is not overridden), ``n``, ``batch_size``, ``likelihood``
@@ -70,7 +75,8 @@ def evaluate(
     across the processes; every process returns the same report and all samples. ``data_root``
     replaces the checkpoint's ``data.root``.
     """
-    cfg, sde, model = load_for_inference(checkpoint, use_ema=use_ema, device=device, data_root=data_root)
+    model = _model(checkpoint, use_ema, device, data_root)
+    cfg, sde = model.config, model.sde
     ev = cfg.eval
     sampler = sampler or cfg.sampling.sampler
     options = dict(cfg.sampling.options if sampler == cfg.sampling.sampler and options is None else options or {})
@@ -89,7 +95,7 @@ def evaluate(
         )
     grid = default_grid(sampler, sde) if grid is None else grid
     steps = None if adaptive or not isinstance(grid, str) else (steps or cfg.sampling.steps)
-    score = build_score(model, sde, cfg)
+    score = model
 
     rank, world = init_from_env()
     part = shard(n, rank, world)
@@ -105,9 +111,9 @@ def evaluate(
     x = gather_cat(x.cpu(), world)
 
     report: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": model.source,
         "dataset": cfg.data.dataset,
-        "weights": "ema" if use_ema else "raw",
+        "weights": model.weights,
         "sampler": sampler,
         "steps": steps,
         "grid": grid if isinstance(grid, str) else [float(t) for t in grid],
@@ -130,6 +136,25 @@ def evaluate(
         report |= _likelihood(cfg, sde, score, batch_size, seed, device, rank, world)
     finish(world)
     return report, x
+
+
+def _model(checkpoint: str | Path | Checkpoint | ScoreModel, use_ema: bool, device: str,
+           data_root: str | Path | None) -> ScoreModel:  # fmt: skip
+    """The model to evaluate, loaded once (a given model is used as it is; ``data_root`` then replaces the
+    ``data.root`` of a copy of its config)."""
+    given = as_score_model(checkpoint)
+    if given is None:
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.open(checkpoint, data_root=data_root)
+        return ckpt.load(ema=use_ema, device=device)
+    if not isinstance(given.config, Config):
+        raise ValueError("evaluate needs the model's training config (its data and [eval] sections): load the model "
+                         "with scoresde.load, or pass the checkpoint path")  # fmt: skip
+    if data_root is not None:
+        if not Path(data_root).is_dir():
+            raise FileNotFoundError(f"data_root {data_root} is not a directory")
+        given.config = copy.deepcopy(given.config)
+        given.config.data.root = str(data_root)
+    return given
 
 
 def _feature_space(dataset: str, shape: tuple[int, ...], inception: str | Path | None, device: str):

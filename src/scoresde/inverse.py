@@ -46,7 +46,7 @@ from .noise import SampleNoise
 from .operators import ChannelMean, LinearOperator, MaskOperator, as_operator
 from .sampling import sample
 from .sampling.loop import StepInfo
-from .score import x0_from_score
+from .score import takes_model, x0_from_score
 from .sde import SDE, ScoreFn
 
 METHODS = ("projection", "dps", "pigdm", "ddnm")
@@ -134,6 +134,7 @@ def null_space_corrected(
 _AUTOGRAD_HINT = "dps and pigdm differentiate through it (use method='projection' for a score without gradients)"
 
 
+@takes_model
 def solve_inverse(
     sde: SDE,
     score_fn: ScoreFn,
@@ -246,6 +247,7 @@ def _final_projection(op: LinearOperator, y: Tensor) -> Callable[[StepInfo], Ten
     return replace
 
 
+@takes_model
 def inpaint(
     sde: SDE,
     score_fn: ScoreFn,
@@ -265,6 +267,7 @@ def inpaint(
     return solve_inverse(sde, score_fn, x_known, op, method=method, shape=tuple(x_known.shape[1:]), **kwargs)
 
 
+@takes_model
 def colorize(
     sde: SDE,
     score_fn: ScoreFn,

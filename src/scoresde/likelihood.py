@@ -28,13 +28,14 @@ from .integrators import ERROR_NORMS, FIXED_METHODS, dopri5, fixed_step
 from .noise import SampleNoise
 from .sampling import sample
 from .sampling.grids import time_grid
-from .score import CountedScore
+from .score import CountedScore, as_score_model, takes_model
 from .sde import SDE, ScoreFn
 
 DIVERGENCES = ("hutchinson", "exact")
 NOISES = ("rademacher", "gaussian")
 
 
+@takes_model
 def log_likelihood(
     sde: SDE,
     score_fn: ScoreFn,
@@ -207,12 +208,13 @@ def bpd_from_logp(logp: Tensor, dims: int, levels: int = 256, data_range: tuple[
     return -logp / (dims * math.log(2.0)) - math.log2(hi - lo) + math.log2(levels)
 
 
+@takes_model
 def bits_per_dim(
     sde: SDE,
     score_fn: ScoreFn,
     x: Tensor,
-    levels: int = 256,
-    data_range: tuple[float, float] = (-1.0, 1.0),
+    levels: int | None = None,
+    data_range: tuple[float, float] | None = None,
     dequantize_data: bool = True,
     generator: torch.Generator | SampleNoise | None = None,
     **likelihood_options,
@@ -225,9 +227,16 @@ def bits_per_dim(
     :func:`bpd_from_logp`. Average several calls (the paper uses 5) to reduce the
     dequantization and Hutchinson noise.
 
+    ``levels`` and ``data_range`` default to a score model's (:func:`scoresde.load`), else 256 and (-1, 1).
+
     Returns:
         ``(bpd [B], z, nfe)``.
     """
+    model = as_score_model(score_fn)
+    if levels is None:
+        levels = model.levels if model is not None and model.levels is not None else 256
+    if data_range is None:
+        data_range = model.data_range if model is not None else (-1.0, 1.0)
     if not isinstance(x, Tensor) or x.ndim < 2:
         raise ValueError("x must be a tensor of shape [B, *dims] holding integer levels")
     values = x.to(torch.float64)
@@ -241,6 +250,7 @@ def bits_per_dim(
     return bpd_from_logp(logp, y[0].numel(), levels, data_range), z, nfe
 
 
+@takes_model
 def encode(
     sde: SDE,
     score_fn: ScoreFn,
@@ -264,6 +274,7 @@ def encode(
     return z, counted.nfe
 
 
+@takes_model
 def decode(
     sde: SDE,
     score_fn: ScoreFn,
@@ -305,6 +316,7 @@ def slerp(z0: Tensor, z1: Tensor, weight: float) -> Tensor:
     return (ca * a + cb * b).to(z0.dtype).reshape(z0.shape)
 
 
+@takes_model
 def interpolate(
     sde: SDE,
     score_fn: ScoreFn,

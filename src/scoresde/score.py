@@ -27,8 +27,10 @@ denoising is Tweedie's formula, :math:`\hat x_0 = (x + \sigma^2 s) / \alpha`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -247,6 +249,111 @@ class ModelScore:
             f"time_scale={self.time_scale}, std={self.std!r}, sde={self.sde!r}{fixed}"
             + (f", sigma_data={self.sigma_data})" if self.prediction == "edm" else ")")
         )
+
+
+class ScoreModel(nn.Module):
+    r"""A trained score model as one object: its network, forward process and parameterization, and what it was
+    trained on. It is itself a score function, ``model(x, t)`` (or ``model(x, t, y=labels)`` when
+    class-conditional), :math:`s_\theta(x, t) \approx \nabla_x \log p_t(x)`, computed from the network's output
+    by :func:`score_from_output` (see :class:`ModelScore`, which it wraps).
+
+    :func:`scoresde.load` builds one from a checkpoint; :func:`scoresde.sample`, :func:`scoresde.log_likelihood`,
+    :func:`scoresde.bits_per_dim`, the guidance transforms and the inverse problems take it in place of
+    ``(sde, score_fn)`` and read their defaults from it (data shape, levels, range, sampler). ``.to(device)``,
+    ``torch.compile`` and ``DistributedDataParallel`` work on it as on any module; its state dict is the
+    network's under ``net.``.
+
+    Args:
+        net: the network, called as ``net(x, label)`` (``net(x, label, y)`` when class-conditional).
+        sde: the forward process it was trained with.
+        prediction, time_input, time_scale, std, sigma_data: the parameterization (see :class:`ModelScore`).
+        data_shape: one sample's shape, e.g. ``(1, 8, 8)`` or ``(2,)`` (``None``: unknown; pass shapes yourself).
+        data_range: the model-space interval the data levels were mapped onto (images).
+        levels: grey levels of the data (17 for the digits, 256 for 8-bit images; ``None`` for continuous data).
+        sampling: default sampling settings (``sampler``, ``steps``, ``eps``, ``n``, ``options``) used by
+            :func:`scoresde.sample` when no sampler is given.
+        config: the training config it came from (a :class:`scoresde.config.Config`), for reference.
+        weights: which weights these are (``"ema"`` or ``"raw"``).
+        source: where it was loaded from (a checkpoint path), for reports.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        sde: SDE,
+        *,
+        prediction: str = "eps",
+        time_input: str | Callable[[Tensor], Tensor] = "t",
+        time_scale: float = 1.0,
+        std: str = "marginal",
+        sigma_data: float = SIGMA_DATA,
+        data_shape: tuple[int, ...] | None = None,
+        data_range: tuple[float, float] = (-1.0, 1.0),
+        levels: int | None = None,
+        sampling: dict | None = None,
+        config: object | None = None,
+        weights: str = "ema",
+        source: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+        self.net = net
+        self.sde = sde
+        self.parameterization = ModelScore(net, sde, prediction=prediction, time_input=time_input,
+                                           time_scale=time_scale, std=std, sigma_data=sigma_data)  # fmt: skip
+        self.data_shape = None if data_shape is None else tuple(int(d) for d in data_shape)
+        self.data_range = (float(data_range[0]), float(data_range[1]))
+        self.levels = levels
+        self.sampling = dict(sampling or {})
+        self.config = config
+        self.weights = weights
+        self.source = source
+
+    @property
+    def prediction(self) -> str:
+        return self.parameterization.prediction
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of a class-conditional model (its null label is ``num_classes``), ``None`` if unconditional."""
+        return self.parameterization.num_classes
+
+    def forward(self, x: Tensor, t: TimeLike, y: int | Tensor | None = None) -> Tensor:
+        """The score :math:`s_\theta(x, t)` (of class ``y`` for a class-conditional model; ``None``: unconditional)."""
+        return self.parameterization(x, t, y)
+
+    def extra_repr(self) -> str:
+        shape = "?" if self.data_shape is None else "x".join(map(str, self.data_shape))
+        classes = "" if self.num_classes is None else f", classes={self.num_classes}"
+        return f"sde={self.sde!r}, prediction={self.prediction!r}, data={shape}, weights={self.weights!r}{classes}"
+
+
+def as_score_model(obj: object) -> ScoreModel | None:
+    """The :class:`ScoreModel` that ``obj`` is or wraps (``torch.compile``'s ``_orig_mod``, DDP's ``module``),
+    else ``None``."""
+    for _ in range(4):
+        if isinstance(obj, ScoreModel):
+            return obj
+        if not isinstance(obj, nn.Module):
+            return None
+        obj = getattr(obj, "_orig_mod", None) or getattr(obj, "module", None)
+    return None
+
+
+def takes_model(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Let ``fn(sde, score_fn, *args)`` also be called as ``fn(model, *args)`` with a :class:`ScoreModel` (or a
+    compiled / DDP-wrapped one), the model giving both; ``score_fn=`` may still pass a transform of it (e.g. a
+    guided score)."""
+
+    @functools.wraps(fn)
+    def wrapper(first: Any, *args: Any, **kwargs: Any) -> Any:
+        if as_score_model(first) is None:
+            return fn(first, *args, **kwargs)
+        score_fn = kwargs.pop("score_fn", first)
+        return fn(as_score_model(first).sde, score_fn, *args, **kwargs)
+
+    return wrapper
 
 
 def check_class_labels(y: int | Tensor, num_classes: int | None, null: bool = False) -> int | Tensor:

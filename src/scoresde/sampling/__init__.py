@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .._checks import check_eps, check_shape
 from ..noise import SampleNoise
-from ..score import CountedScore, x0_from_score
+from ..score import CountedScore, ScoreModel, as_score_model, x0_from_score
 from ..sde import SDE, ScoreFn
 from .adaptive_sde import adaptive_sde
 from .edm import edm_heun
@@ -123,10 +123,10 @@ def sampler_options(sampler: str | Callable[..., Tensor]) -> tuple[str, ...]:
 
 @torch.no_grad()
 def sample(
-    sde: SDE,
-    score_fn: ScoreFn,
-    shape: Sequence[int] | None,
-    sampler: str | Callable[..., Tensor] = "pc",
+    sde: SDE | ScoreModel,
+    score_fn: ScoreFn | None = None,
+    shape: Sequence[int] | None = None,
+    sampler: str | Callable[..., Tensor] | None = None,
     steps: int | None = None,
     eps: float | None = None,
     generator: torch.Generator | SampleNoise | None = None,
@@ -141,15 +141,23 @@ def sample(
     batch_size: int | None = None,
     callback: Callback | None = None,
     replace: ReplaceFn | None = None,
+    n: int | None = None,
     **options,
 ) -> Tensor | tuple[Tensor, int]:
     """Draw samples by integrating the reverse-time SDE or ODE from ``T`` to ``eps``.
 
+    ``sample(model, n=64)`` samples a :class:`~scoresde.score.ScoreModel` (from :func:`scoresde.load`): the
+    process, the score and the shape come from the model and, when no ``sampler`` is given, the sampler,
+    its options, ``steps`` and ``eps`` too (its training config's ``[sampling]``); ``score_fn=`` may pass
+    a transform of it (a guided score). ``sample(sde, score_fn, shape)`` samples any score function.
+
     Args:
-        sde: the forward SDE.
+        sde: the forward SDE, or a score model (then ``score_fn`` defaults to it and ``shape`` to
+            ``(n, *model.data_shape)``; it sets the default ``device`` too).
         score_fn: ``s(x, t)`` approximating the score of the perturbed data.
-        shape: ``(B, *data_dims)``; may be ``None`` when ``x_init`` is given.
-        sampler: a name from :data:`SAMPLERS` or a function with the same signature.
+        shape: ``(B, *data_dims)``; may be ``None`` when ``x_init`` is given (or with a model).
+        sampler: a name from :data:`SAMPLERS` or a function with the same signature (default
+            ``"pc"``; a model's configured sampler).
         steps: number of grid steps (default ``sde.N``); for the fast solvers (see
             :func:`evals_per_step`) the NFE budget, denoising included (default 20). The
             adaptive ``ode`` method ``rk45`` and ``adaptive_sde`` choose their own steps and
@@ -180,6 +188,7 @@ def sample(
         replace: ``replace(info) -> x`` may replace the state after every step and after
             the final denoising step (``info.s = 0``): the hook of inpainting and projections.
             Both hooks need a fixed-grid sampler (not the adaptive ``rk45``).
+        n: the number of samples of a model (default: its configured ``n``); ``shape`` gives it otherwise.
         **options: sampler options, e.g. ``predictor``, ``corrector``, ``snr``,
             ``corrector_steps`` for ``pc``; ``method``, ``rtol``, ``atol`` for ``ode``;
             ``eta`` for ``ddim``; ``probability_flow`` for the SDE predictors.
@@ -190,8 +199,18 @@ def sample(
     Every sampler is batch-independent with a ``SampleNoise`` except the ``langevin``
     corrector, whose step size is a batch statistic (the paper's rule; ``ald`` is per sample).
     """
+    model = as_score_model(sde)
+    if model is not None:
+        sde, score_fn, shape, device, sampler, steps, eps, options = _model_defaults(
+            model, sde, score_fn, shape, n, x_init, device, sampler, steps, eps, grid, options)  # fmt: skip
+    elif n is not None:
+        raise ValueError("n= sets the sample count of a score model (scoresde.load); with an SDE and a score "
+                         "function pass shape=(n, *data_dims)")  # fmt: skip
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+        raise TypeError(f"sde must be a scoresde.SDE or a ScoreModel, got {type(sde).__name__}")
+    if score_fn is None:
+        raise TypeError("sample(sde, score_fn, shape) needs a score function s(x, t)")
+    sampler = "pc" if sampler is None else sampler
     fn = _resolve(sampler)
     allowed = sampler_options(fn)
     unknown = sorted(set(options) - set(allowed))
@@ -259,6 +278,35 @@ def sample(
         generator.draws = gen.draws  # every batch made the same draws; later draws continue the streams
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
     return (x, nfe) if return_nfe else x
+
+
+def _model_defaults(model: ScoreModel, given: object, score_fn: ScoreFn | None, shape: Sequence[int] | None,
+                    n: int | None, x_init: Tensor | None, device: torch.device | str | None,
+                    sampler: str | Callable[..., Tensor] | None, steps: int | None, eps: float | None,
+                    grid: Grid | None, options: dict) -> tuple:  # fmt: skip
+    """``sample``'s arguments completed from a score model: its process, the model as the score (or the given
+    transform of it), the shape ``(n, *data_shape)``, its device, and its configured sampler, steps, eps and
+    options when no sampler is given (options given here override the configured ones)."""
+    if x_init is None and shape is None:
+        if model.data_shape is None:
+            raise ValueError("this ScoreModel does not know its data shape; pass shape=(B, *dims)")
+        count = model.sampling.get("n", 64) if n is None else n
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"n must be a positive integer (the number of samples), got {count!r}")
+        shape = (count, *model.data_shape)
+    elif n is not None:
+        raise ValueError("pass n or shape (or x_init), not both")
+    if device is None and x_init is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    if sampler is None and model.sampling.get("sampler") is not None:
+        sampler = model.sampling["sampler"]
+        options = dict(model.sampling.get("options", {})) | options
+        fixed = grid is not None and not isinstance(grid, str)  # an explicit grid fixes the steps and the end time
+        if steps is None and not fixed and not is_adaptive(sampler, options):
+            steps = model.sampling.get("steps")
+        if eps is None and not fixed:
+            eps = model.sampling.get("eps")
+    return model.sde, given if score_fn is None else score_fn, shape, device, sampler, steps, eps, options
 
 
 def _grid(sde: SDE, fn: Callable[..., Tensor], steps: int | None, eps: float | None, grid: Grid, rho: float | None,

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from .._checks import check_eps, check_shape
+from ..score import takes_model
 from ..sde import SDE, ScoreFn
 
 REFERENCE_NFE = 200
@@ -86,6 +87,7 @@ def check_optimize_arguments(sampler: str, steps: int, n: int, options: dict[str
 
 
 @torch.no_grad()
+@takes_model
 def optimize_grid(
     sde: SDE,
     score_fn: ScoreFn,
