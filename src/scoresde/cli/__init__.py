@@ -1,6 +1,6 @@
 """Command-line interface: ``scoresde train | sample | likelihood | evaluate | demo | train-classifier``,
-the tasks of :mod:`scoresde.cli_tasks` (``inpaint | colorize | encode | decode | interpolate``),
-``optimize-grid`` (:mod:`scoresde.cli_grids`) and ``convert-official`` (:mod:`scoresde.cli_official`)."""
+the tasks of :mod:`scoresde.cli.tasks` (``inpaint | colorize | encode | decode | interpolate``),
+``optimize-grid`` (:mod:`scoresde.cli.grids`) and ``convert-official`` (:mod:`scoresde.cli.official`)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cli_grids import COMMANDS as GRID_COMMANDS
-from .cli_grids import add_grid_parser
-from .cli_official import COMMANDS as OFFICIAL_COMMANDS
-from .cli_official import add_official_parser
-from .cli_tasks import COMMANDS as TASK_COMMANDS
-from .cli_tasks import add_task_parsers
+from .grids import COMMANDS as GRID_COMMANDS
+from .grids import add_grid_parser
+from .official import COMMANDS as OFFICIAL_COMMANDS
+from .official import add_official_parser
+from .tasks import COMMANDS as TASK_COMMANDS
+from .tasks import add_task_parsers
 
 TASKS = TASK_COMMANDS | GRID_COMMANDS | OFFICIAL_COMMANDS
 
@@ -300,8 +300,8 @@ def _one_line(message: str) -> str:
 
 
 def _train(args) -> int:
-    from .config import load_config
-    from .train import train
+    from ..config import load_config
+    from ..train import train
 
     cfg = load_config(args.config, args.set)
     start = time.perf_counter()
@@ -315,9 +315,9 @@ def _inference_setup(args, suffixes: tuple[str, ...], data: bool = False):
     """Checks shared by ``sample`` and ``likelihood``, all before any work: the output path, the
     device, the checkpoint (opened once: its header) and, with ``data``, the dataset's files.
     Returns ``(checkpoint, config, device)``; ``checkpoint.load`` then reads the weights once."""
-    from .build import check_config, pick_device
-    from .checkpoint import Checkpoint
-    from .plotting import check_output_file
+    from ..build import check_config, pick_device
+    from ..checkpoint import Checkpoint
+    from ..plotting import check_output_file
 
     if args.out is not None:
         check_output_file(args.out, suffixes, "--out")
@@ -331,8 +331,8 @@ def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Any] | None:
 
     Returns ``None`` (no guidance) or ``(classes to draw, number of classes, opened classifier checkpoint or None)``.
     """
-    from .build import build_sde, data_shape, same_process
-    from .checkpoint import CLASSIFIER_FORMAT, Checkpoint
+    from ..build import build_sde, data_shape, same_process
+    from ..checkpoint import CLASSIFIER_FORMAT, Checkpoint
 
     if args.klass is None:
         for flag, value in (("--guidance", args.guidance), ("--classifier", args.classifier)):
@@ -368,10 +368,10 @@ def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Any] | None:
 
 
 def _sample(args) -> int:
-    from .build import is_adaptive, parse_sampler_options
-    from .distributed import finish, gather_cat, init_from_env, shard
-    from .noise import SampleNoise
-    from .sampling import sample
+    from ..build import is_adaptive, parse_sampler_options
+    from ..distributed import finish, gather_cat, init_from_env, shard
+    from ..noise import SampleNoise
+    from ..sampling import sample
 
     ckpt, cfg, device = _inference_setup(args, (".png", ".npz"))
     plan = _guidance_plan(args, cfg, ckpt.path)
@@ -403,7 +403,7 @@ def _sample(args) -> int:
     if plan is not None:
         classes, num_classes, classifier = plan
         if classifier is not None:
-            from .classifier import load_classifier
+            from ..classifier import load_classifier
 
             classifier = load_classifier(classifier, device=device)[1]  # the opened checkpoint: read once
         labels = _class_labels(indices, args.klass, num_classes)
@@ -436,8 +436,8 @@ def _sample(args) -> int:
 
 def _grid_choice(args, path: Path, cfg, sampler: str, options: dict) -> tuple[str | list[float] | None, float | None]:
     """``--grid`` and ``--rho`` checked against the sampler and the checkpoint, before the model loads."""
-    from .build import build_sde, is_adaptive
-    from .cli_grids import resolve_grid
+    from ..build import build_sde, is_adaptive
+    from .grids import resolve_grid
 
     if is_adaptive(sampler, options) and (args.grid is not None or args.rho is not None):
         raise ValueError(f"--grid/--rho do not apply to the adaptive sampler {sampler!r} (it picks its own steps)")
@@ -453,7 +453,7 @@ def _class_labels(indices: torch.Tensor, klass: int | str, num_classes: int) -> 
 
 def _guided(score, classifier, k: int, scale: float):
     """Class ``k`` at guidance weight ``scale``: classifier guidance with a classifier, else classifier-free."""
-    from .guidance import classifier_free_guided, classifier_guided
+    from ..guidance import classifier_free_guided, classifier_guided
 
     if classifier is None:
         return classifier_free_guided(score, k, scale)
@@ -463,11 +463,11 @@ def _guided(score, classifier, k: int, scale: float):
 def _likelihood(args) -> int:
     from tqdm.auto import tqdm
 
-    from .build import load_dataset
-    from .distributed import finish, gather_cat, gather_sum, init_from_env, shard
-    from .evaluate import write_report
-    from .likelihood import bits_per_dim, log_likelihood
-    from .noise import LIKELIHOOD_DRAWS, SampleNoise
+    from ..build import load_dataset
+    from ..distributed import finish, gather_cat, gather_sum, init_from_env, shard
+    from ..evaluate import write_report
+    from ..likelihood import bits_per_dim, log_likelihood
+    from ..noise import LIKELIHOOD_DRAWS, SampleNoise
 
     ckpt, cfg, device = _inference_setup(args, (".json",), data=True)
     ev = cfg.eval
@@ -532,8 +532,8 @@ def _save_samples(x: torch.Tensor, out: str | Path, cfg, title: str, labels: tor
                   nrow: int | None = None) -> Path:  # fmt: skip
     """Samples as a .npz (model-space values, integer levels for images, and the class labels of guided
     samples) or a .png (grid or 2-D scatter; with ``nrow`` classes, one class per column over ``nrow`` rows)."""
-    from .data import data_levels, to_levels, to_unit
-    from .plotting import atomic_write, save_image_grid, save_scatter_grid
+    from ..data import data_levels, to_levels, to_unit
+    from ..plotting import atomic_write, save_image_grid, save_scatter_grid
 
     out = Path(out)
     rng = tuple(cfg.data.data_range)
@@ -553,9 +553,9 @@ def _save_samples(x: torch.Tensor, out: str | Path, cfg, title: str, labels: tor
 
 
 def _evaluate(args) -> int:
-    from .build import check_sampler_options, is_adaptive, parse_sampler_options
-    from .evaluate import evaluate, summary, write_report
-    from .plotting import check_output_file
+    from ..build import check_sampler_options, is_adaptive, parse_sampler_options
+    from ..evaluate import evaluate, summary, write_report
+    from ..plotting import check_output_file
 
     ckpt, cfg, device = _inference_setup(args, (".json",), data=True)
     if args.samples_out is not None:
@@ -588,8 +588,8 @@ def _evaluate(args) -> int:
 
 
 def _train_classifier(args) -> int:
-    from .classifier import accuracy_table, train_classifier
-    from .config import load_config
+    from ..classifier import accuracy_table, train_classifier
+    from ..config import load_config
 
     cfg = load_config(args.config, args.set)
     start = time.perf_counter()
@@ -603,13 +603,9 @@ def _train_classifier(args) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     if args.n < 100:
         raise ValueError("-n must be at least 100")
     run_demo(args.out, n=args.n, seed=args.seed, progress=args.progress, quick=args.quick)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

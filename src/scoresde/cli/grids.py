@@ -43,10 +43,10 @@ def add_grid_parser(sub, fmt, positive_int, seed, progress_flag) -> None:
 def optimize_grid_command(args, show_progress) -> int:
     import torch
 
-    from .build import check_config, parse_sampler_options, pick_device
-    from .checkpoint import Checkpoint
-    from .sampling import SAMPLERS
-    from .sampling.optimize import check_optimize_arguments, grid_dir, grid_info, optimize_grid, save_grid
+    from ..build import check_config, parse_sampler_options, pick_device
+    from ..checkpoint import Checkpoint
+    from ..sampling import SAMPLERS
+    from ..sampling.optimize import check_optimize_arguments, grid_dir, grid_info, optimize_grid, save_grid
 
     if args.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -82,9 +82,9 @@ def optimize_grid_command(args, show_progress) -> int:
 
 def resolve_grid(text: str | None, checkpoint: Path, sde: Any, steps_given: bool) -> str | list[float] | None:
     """``--grid``: ``None``, a grid kind, a saved grid's name (``<run>/grids``) or a grid file; checked early."""
-    from .sampling import GRIDS
-    from .sampling.grids import check_grid
-    from .sampling.optimize import load_grid
+    from ..sampling import GRIDS
+    from ..sampling.grids import check_grid
+    from ..sampling.optimize import load_grid
 
     if text is None or text in GRIDS:
         return text

@@ -14,7 +14,7 @@ from pathlib import Path
 
 def add_official_parser(sub, fmt) -> None:
     """Add ``convert-official`` to the CLI's subparsers."""
-    from .official import PRESETS
+    from ..official import PRESETS
 
     p = sub.add_parser("convert-official", help="convert a checkpoint of the paper's code (score_sde_pytorch .pth)",
                        formatter_class=fmt,
@@ -39,8 +39,8 @@ def add_official_parser(sub, fmt) -> None:
 
 
 def convert_official_command(args, show_progress) -> int:
-    from .checkpoint import latest_checkpoint
-    from .official import convert_official, official_config
+    from ..checkpoint import latest_checkpoint
+    from ..official import convert_official, official_config
 
     source = Path(args.checkpoint)
     if not source.is_file():

@@ -129,9 +129,9 @@ def _tolerances(p: argparse.ArgumentParser, positive_float) -> None:
 def _setup(args, suffixes: tuple[str, ...]):
     """Every check before the model is loaded: output, device, checkpoint header (the checkpoint is opened once).
     Returns ``(checkpoint, cfg, device)``."""
-    from .build import check_config, pick_device
-    from .checkpoint import Checkpoint
-    from .plotting import check_output_file
+    from ..build import check_config, pick_device
+    from ..checkpoint import Checkpoint
+    from ..plotting import check_output_file
 
     check_output_file(args.out, suffixes, "--out")
     device = pick_device(args.device)
@@ -141,8 +141,8 @@ def _setup(args, suffixes: tuple[str, ...]):
 
 def _images(args, cfg) -> torch.Tensor:
     """``n`` images in model space from ``--input`` or the dataset (levels mapped to bin centres)."""
-    from .build import data_shape, load_dataset
-    from .data import data_levels
+    from ..build import data_shape, load_dataset
+    from ..data import data_levels
 
     shape = data_shape(cfg)
     if cfg.data.dataset == "toy":
@@ -196,7 +196,7 @@ def _mask(args, shape: tuple[int, ...], n: int) -> torch.Tensor:
 
 
 def _solver_options(args) -> dict:
-    from .build import is_adaptive, parse_sampler_options
+    from ..build import is_adaptive, parse_sampler_options
 
     options = parse_sampler_options(args.sampler, args.option)
     if is_adaptive(args.sampler, options):
@@ -207,8 +207,8 @@ def _solver_options(args) -> dict:
 
 def _save(out: Path, cfg, rows: list[torch.Tensor], arrays: dict[str, torch.Tensor]) -> Path:
     """``rows`` of images (model space) as one PNG grid, one row each; or ``arrays`` as an .npz."""
-    from .data import to_unit
-    from .plotting import atomic_write, save_image_grid
+    from ..data import to_unit
+    from ..plotting import atomic_write, save_image_grid
 
     out = Path(out)
     if out.suffix == ".npz":
@@ -230,9 +230,9 @@ def _model(args, ckpt, device):
 
 # -- the commands ---------------------------------------------------------------------------------------------------
 def inpaint_command(args, show_progress) -> int:
-    from .build import data_shape
-    from .inverse import inpaint
-    from .noise import SampleNoise
+    from ..build import data_shape
+    from ..inverse import inpaint
+    from ..noise import SampleNoise
 
     ckpt, cfg, device = _setup(args, (".png", ".npz"))
     x = _images(args, cfg)
@@ -252,8 +252,8 @@ def inpaint_command(args, show_progress) -> int:
 
 
 def colorize_command(args, show_progress) -> int:
-    from .inverse import colorize
-    from .noise import SampleNoise
+    from ..inverse import colorize
+    from ..noise import SampleNoise
 
     ckpt, cfg, device = _setup(args, (".png", ".npz"))
     if cfg.data.channels < 2:
@@ -276,7 +276,7 @@ def colorize_command(args, show_progress) -> int:
 
 
 def encode_command(args, show_progress) -> int:
-    from .likelihood import encode
+    from ..likelihood import encode
 
     ckpt, cfg, device = _setup(args, (".npz",))
     x = _images(args, cfg)
@@ -288,8 +288,8 @@ def encode_command(args, show_progress) -> int:
 
 
 def decode_command(args, show_progress) -> int:
-    from .build import data_shape
-    from .likelihood import decode
+    from ..build import data_shape
+    from ..likelihood import decode
 
     ckpt, cfg, device = _setup(args, (".png", ".npz"))
     with np.load(args.latents, allow_pickle=False) as arrays:
@@ -309,7 +309,7 @@ def decode_command(args, show_progress) -> int:
 
 
 def interpolate_command(args, show_progress) -> int:
-    from .likelihood import interpolate
+    from ..likelihood import interpolate
 
     ckpt, cfg, device = _setup(args, (".png", ".npz"))
     if args.points < 2:
