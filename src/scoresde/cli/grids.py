@@ -14,11 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .args import DEVICE_HELP, FORMATTER, positive_int, progress_flag, seed, show_progress
+
 GRID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-def add_grid_parser(sub, fmt, positive_int, seed, progress_flag) -> None:
+def add_parsers(sub) -> None:
     """Add ``optimize-grid`` to the CLI's subparsers."""
+    fmt = FORMATTER
     p = sub.add_parser("optimize-grid", help="tune a sampler's time grid for a checkpoint and save it",
                        formatter_class=fmt,
                        description="Search the interior times of a deterministic sampler's grid so that its "
@@ -35,12 +38,12 @@ def add_grid_parser(sub, fmt, positive_int, seed, progress_flag) -> None:
     p.add_argument("--name", default=None, help="grid name (default <sampler>-<steps>)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="default: the config's eval.batch_size")
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     progress_flag(p, "(prints the search's progress)")
 
 
-def optimize_grid_command(args, show_progress) -> int:
+def optimize_grid_command(args) -> int:
     import torch
 
     from ..build import check_config, parse_sampler_options, pick_device

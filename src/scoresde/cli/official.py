@@ -11,9 +11,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .args import FORMATTER
 
-def add_official_parser(sub, fmt) -> None:
+
+def add_parsers(sub) -> None:
     """Add ``convert-official`` to the CLI's subparsers."""
+    fmt = FORMATTER
     from ..official import PRESETS
 
     p = sub.add_parser("convert-official", help="convert a checkpoint of the paper's code (score_sde_pytorch .pth)",
@@ -38,7 +41,7 @@ def add_official_parser(sub, fmt) -> None:
                         "an image folder for the other models)")  # fmt: skip
 
 
-def convert_official_command(args, show_progress) -> int:
+def convert_official_command(args) -> int:
     from ..checkpoint import latest_checkpoint
     from ..official import convert_official, official_config
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .args import DEVICE_HELP, FORMATTER, positive_float, positive_int, progress_flag, seed, show_progress
+
 # the missing region of each --missing choice, as (rows, columns) slices of an H x W image ("random" aside)
 MISSING = {
     "bottom": lambda h, w: (slice(h // 2, None), slice(None)),
@@ -26,8 +28,9 @@ MISSING = {
 INVERSE_METHODS = ("projection", "ddnm", "pigdm")
 
 
-def add_task_parsers(sub, fmt, positive_int, positive_float, seed, progress_flag) -> None:
-    """Add the task commands to the CLI's subparsers (the helpers are the CLI's argument types)."""
+def add_parsers(sub) -> None:
+    """Add the task commands to the CLI's subparsers."""
+    fmt = FORMATTER
 
     def common(p: argparse.ArgumentParser, out_help: str, images: bool = True) -> None:
         p.add_argument("checkpoint", help="checkpoint file or checkpoints folder (the newest)")
@@ -41,7 +44,7 @@ def add_task_parsers(sub, fmt, positive_int, positive_float, seed, progress_flag
             p.add_argument("--data-root", default=None, metavar="DIR",
                            help="the dataset's folder here (default: the checkpoint's data.root)")  # fmt: skip
         p.add_argument("--seed", type=seed, default=0, help="result i of a seed is the same in any batch")
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+        p.add_argument("--device", default="cpu", help=DEVICE_HELP)
         p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
         p.add_argument("--out", required=True, help=out_help)
         progress_flag(p, "while running")
@@ -229,7 +232,7 @@ def _model(args, ckpt, device):
 
 
 # -- the commands ---------------------------------------------------------------------------------------------------
-def inpaint_command(args, show_progress) -> int:
+def inpaint_command(args) -> int:
     from ..build import data_shape
     from ..inverse import inpaint
     from ..noise import SampleNoise
@@ -251,7 +254,7 @@ def inpaint_command(args, show_progress) -> int:
     return 0
 
 
-def colorize_command(args, show_progress) -> int:
+def colorize_command(args) -> int:
     from ..inverse import colorize
     from ..noise import SampleNoise
 
@@ -275,7 +278,7 @@ def colorize_command(args, show_progress) -> int:
     return 0
 
 
-def encode_command(args, show_progress) -> int:
+def encode_command(args) -> int:
     from ..likelihood import encode
 
     ckpt, cfg, device = _setup(args, (".npz",))
@@ -287,7 +290,7 @@ def encode_command(args, show_progress) -> int:
     return 0
 
 
-def decode_command(args, show_progress) -> int:
+def decode_command(args) -> int:
     from ..build import data_shape
     from ..likelihood import decode
 
@@ -308,7 +311,7 @@ def decode_command(args, show_progress) -> int:
     return 0
 
 
-def interpolate_command(args, show_progress) -> int:
+def interpolate_command(args) -> int:
     from ..likelihood import interpolate
 
     ckpt, cfg, device = _setup(args, (".png", ".npz"))

@@ -1,0 +1,59 @@
+"""What ``sample``, ``likelihood`` and ``evaluate`` share: the checks before work, the grid choice, saving samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def inference_setup(args, suffixes: tuple[str, ...], data: bool = False):
+    """Checks shared by ``sample`` and ``likelihood``, all before any work: the output path, the
+    device, the checkpoint (opened once: its header) and, with ``data``, the dataset's files.
+    Returns ``(checkpoint, config, device)``; ``checkpoint.load`` then reads the weights once."""
+    from ..build import check_config, pick_device
+    from ..checkpoint import Checkpoint
+    from ..plotting import check_output_file
+
+    if args.out is not None:
+        check_output_file(args.out, suffixes, "--out")
+    device = pick_device(args.device)
+    ckpt = Checkpoint.open(args.checkpoint, data_root=getattr(args, "data_root", None))
+    return ckpt, check_config(ckpt.config, training=False, data=data), device
+
+
+def grid_choice(args, path: Path, cfg, sampler: str, options: dict) -> tuple[str | list[float] | None, float | None]:
+    """``--grid`` and ``--rho`` checked against the sampler and the checkpoint, before the model loads."""
+    from ..build import build_sde, is_adaptive
+    from .grids import resolve_grid
+
+    if is_adaptive(sampler, options) and (args.grid is not None or args.rho is not None):
+        raise ValueError(f"--grid/--rho do not apply to the adaptive sampler {sampler!r} (it picks its own steps)")
+    if args.rho is not None and args.grid != "karras":
+        raise ValueError("--rho sets the karras grid's exponent; pass --grid karras with it")
+    return resolve_grid(args.grid, path, build_sde(cfg), args.steps is not None), args.rho
+
+
+def save_samples(x: torch.Tensor, out: str | Path, cfg, title: str, labels: torch.Tensor | None = None,
+                 nrow: int | None = None) -> Path:  # fmt: skip
+    """Samples as a .npz (model-space values, integer levels for images, and the class labels of guided
+    samples) or a .png (grid or 2-D scatter; with ``nrow`` classes, one class per column over ``nrow`` rows)."""
+    from ..data import data_levels, to_levels, to_unit
+    from ..plotting import atomic_write, save_image_grid, save_scatter_grid
+
+    out = Path(out)
+    rng = tuple(cfg.data.data_range)
+    if out.suffix == ".npz":
+        arrays = {"samples": x.cpu().numpy()}
+        if cfg.data.dataset != "toy":
+            arrays["levels"] = to_levels(x, data_levels(cfg.data.dataset), rng).cpu().numpy().astype(np.uint8)
+        if labels is not None:
+            arrays["labels"] = labels.cpu().numpy()
+        atomic_write(out, lambda handle: np.savez(handle, **arrays))
+    elif cfg.data.dataset == "toy":
+        save_scatter_grid([(title, x)], out, cols=1)
+    else:
+        shown = 64 if nrow is None else nrow * nrow
+        save_image_grid(to_unit(x[:shown], rng), out, nrow=nrow)
+    return out

@@ -1,0 +1,83 @@
+"""The commands that train: ``train`` (a score model), ``train-classifier`` (a noise-conditional classifier) and
+``demo`` (the 2-D sampler demo with exact scores)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .args import FORMATTER, run_arguments
+
+
+def add_parsers(sub) -> None:
+    """Add ``train``, ``train-classifier`` and ``demo`` to the subparsers."""
+    fmt = FORMATTER
+    train = sub.add_parser("train", help="train a score model from a config file", formatter_class=fmt,
+                           description="Train a score model. Resumes from the newest checkpoint in WORKDIR.",
+                           epilog="example:\n  scoresde train configs/digits_vp.toml --workdir outputs/digits "
+                                  "--set training.n_iters=500")  # fmt: skip
+    run_arguments(train, "TOML config file (see configs/)", "folder for checkpoints, logs and samples",
+                  "checkpoints, log.jsonl, loss.png and samples/")  # fmt: skip
+
+    clf = sub.add_parser("train-classifier", help="train a noise-conditional classifier for classifier guidance",
+                         formatter_class=fmt,
+                         description="Train the noise-conditional classifier p_t(y | x) of a config's [classifier] "
+                                     "section on the data of its [data] section perturbed by its [sde] (use the "
+                                     "score model's SDE). Resumes from the newest checkpoint in WORKDIR; ends with "
+                                     "the test accuracy at a few times, also written to WORKDIR/accuracy.json.",
+                         epilog="example:\n  scoresde train-classifier configs/digits_classifier.toml --workdir "
+                                "outputs/digits_classifier\n  scoresde sample outputs/digits/checkpoints --class 3 "
+                                "--classifier outputs/digits_classifier/checkpoints --out three.png")  # fmt: skip
+    run_arguments(clf, "TOML config file with [sde], [data] and [classifier] (see configs/)",
+                  "folder for checkpoints, log.jsonl and accuracy.json",
+                  "classifier checkpoints, log.jsonl and accuracy.json")  # fmt: skip
+
+    demo = sub.add_parser("demo", help="sample a 2-D Gaussian mixture with every sampler using its exact score",
+                          formatter_class=fmt, epilog="example:\n  scoresde demo --out outputs/demo -n 5000",
+                          description="Sample a known 2-D Gaussian mixture with every sampler (VP, sub-VP, VE) "
+                                      "using its exact score; write a PNG and print the errors.")  # fmt: skip
+    demo.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    demo.add_argument("-n", type=int, default=5000, help="samples per sampler (default 5000)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--progress", action="store_true")
+    demo.add_argument("--quick", action="store_true", help="a smoke run with 10x fewer steps")
+
+
+def train_command(args) -> int:
+    from ..config import load_config
+    from ..train import train
+
+    cfg = load_config(args.config, args.set)
+    start = time.perf_counter()
+    final = train(cfg, args.workdir, resume=not args.no_resume, progress=args.progress, overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {cfg.training.n_iters} steps in {time.perf_counter() - start:.0f} s; checkpoint {final}")
+    return 0
+
+
+def train_classifier_command(args) -> int:
+    from ..classifier import accuracy_table, train_classifier
+    from ..config import load_config
+
+    cfg = load_config(args.config, args.set)
+    start = time.perf_counter()
+    final, report = train_classifier(cfg, args.workdir, resume=not args.no_resume, progress=args.progress,
+                                     overwrite=args.overwrite)  # fmt: skip
+    print(f"trained the classifier {cfg.classifier.n_iters} steps in {time.perf_counter() - start:.0f} s; "
+          f"checkpoint {final}")  # fmt: skip
+    print(accuracy_table(report))
+    print(f"accuracy -> {Path(args.workdir) / 'accuracy.json'}")
+    return 0
+
+
+def demo_command(args) -> int:
+    from ..demo import run_demo
+
+    if args.n < 100:
+        raise ValueError("-n must be at least 100")
+    run_demo(args.out, n=args.n, seed=args.seed, progress=args.progress, quick=args.quick)
+    return 0
+
+
+COMMANDS = {"train": train_command, "train-classifier": train_classifier_command, "demo": demo_command}
