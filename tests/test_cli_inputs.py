@@ -443,3 +443,64 @@ def test_a_checkpoint_without_a_training_config_is_one_line(tmp_path, capsys, no
     for command in ("sample", "likelihood"):
         assert main([command, str(other)]) == 2
         assert "not a scoresde training checkpoint" in _error(capsys)
+
+
+# -- a newcomer's defaults: threads, devices, resumed runs, data folders, likelihood selections ---------------------
+def test_threads_and_devices_default_to_the_machine(ckpt, tmp_path):
+    from scoresde.cli import build_parser
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["sample", str(ckpt), "--steps", "2", "-n", "2", "--out", str(tmp_path / "s.npz")]) == 0
+        assert torch.get_num_threads() == 1  # no --threads: $OMP_NUM_THREADS / torch's own setting is kept
+    finally:
+        torch.set_num_threads(before)
+    parser = build_parser()
+    for command in (["sample"], ["likelihood"], ["evaluate"], ["inpaint", "--out", "x.png"],
+                    ["optimize-grid", "--steps", "3"]):  # fmt: skip
+        assert parser.parse_args([command[0], str(ckpt), *command[1:]]).device == "auto"
+
+
+def test_a_resumed_run_reports_the_steps_it_trained(tmp_path, capsys):
+    work = tmp_path / "run"
+    assert main(_train_args(work)) == 0
+    assert "trained 10 steps in" in capsys.readouterr().out
+    assert main(_train_args(work, "--set", "training.n_iters=14", "--set", "training.snapshot_every=14")) == 0
+    assert "trained 4 steps (resumed at step 10, now 14)" in capsys.readouterr().out
+
+
+def test_a_relative_data_root_is_stored_absolute(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    final = train(load_config(TOY, ["training.n_iters=2", "training.snapshot_every=2", "data.toy_size=200",
+                                    "data.root=data"]), "run", progress=False)  # fmt: skip
+    stored = json.loads(final.with_suffix(".json").read_text())["config"]["data"]["root"]
+    assert stored == str(tmp_path.resolve() / "data")
+
+
+def test_likelihood_of_a_selection_is_the_same_per_point(ckpt, tmp_path, capsys):
+    """Point i keeps its noise stream: the mean over [5, 15) is the weighted mean over [5, 9) and [9, 15)."""
+
+    def mean(first, n):
+        out = tmp_path / f"l{first}-{n}.json"
+        assert main(["likelihood", str(ckpt), "--first", str(first), "-n", str(n), "--rtol", "1e-3", "--atol", "1e-3",
+                     "--out", str(out)]) == 0  # fmt: skip
+        result = json.loads(out.read_text())
+        assert (result["first"], result["n"]) == (first, n)
+        return result["mean"]
+
+    whole = mean(5, 10)
+    assert whole == pytest.approx((4 * mean(5, 4) + 6 * mean(9, 6)) / 10, rel=1e-6, abs=1e-9)
+    assert "likelihood of 10 test point(s) from index 5" in capsys.readouterr().out
+
+
+def test_likelihood_refuses_a_selection_past_the_split_before_loading_the_model(ckpt, tmp_path, capsys, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model was loaded before the selection was checked")
+
+    monkeypatch.setattr(scoresde.checkpoint.Checkpoint, "tensors", forbidden)
+    assert main(["likelihood", str(ckpt), "--first", "290", "-n", "20"]) == 2
+    assert "the test split has 300 data points; --first 290 -n 20 asks for more" in _error(capsys)
+    assert main(["likelihood", str(ckpt), "--first", "-1"]) == 2
+    assert "--first" in _error(capsys)

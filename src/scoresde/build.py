@@ -13,6 +13,7 @@ Inference code (``scoresde sample``, ``scoresde likelihood``) uses this module a
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import inspect
 import math
@@ -249,6 +250,16 @@ def check_data_config(cfg: Config, data: bool) -> None:
             raise ValueError(f"data.root must point at the {d.dataset} files (--data-root DIR on the command line)")
         if not Path(d.root).is_dir():
             raise FileNotFoundError(f"data.root {d.root} is not a directory (the {d.dataset} files go there)")
+
+
+def with_absolute_root(cfg: Config) -> Config:
+    """``cfg`` with ``data.root`` made absolute (a copy; ``cfg`` itself when it has no root), so that a checkpoint
+    stores a data folder that later commands find from any working directory."""
+    if not cfg.data.root:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    return cfg
 
 
 def known_classes(cfg: Config) -> int | None:

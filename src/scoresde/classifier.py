@@ -54,6 +54,7 @@ from .build import (
     model_batch,
     pick_device,
     same_process,
+    with_absolute_root,
 )
 from .checkpoint import (
     CLASSIFIER_FORMAT,
@@ -303,6 +304,7 @@ def train_classifier(cfg: Config, workdir: str | Path, resume: bool = True, prog
     """
     workdir = Path(workdir)
     check_classifier_config(cfg)
+    cfg = with_absolute_root(cfg)  # stored in the checkpoints: found again from any working directory
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("train-classifier runs in one process (the classifier is small); launch it without torchrun")
     device = pick_device(cfg.classifier.device)

@@ -38,6 +38,7 @@ from .build import (
     model_batch,
     pick_device,
     same_process,
+    with_absolute_root,
 )
 from .checkpoint import (
     SCORE_FORMAT,
@@ -134,6 +135,7 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
     """
     workdir = Path(workdir)
     check_config(cfg)
+    cfg = with_absolute_root(cfg)  # stored in the checkpoints: found again from any working directory
     t = cfg.training
     device = pick_device(t.device)
     check_writable_dir(workdir, "workdir")

@@ -7,7 +7,7 @@ import argparse
 import math
 import sys
 
-DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (default cpu)"
+DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (default auto: the GPU when there is one, else the CPU)"
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
@@ -25,6 +25,16 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
     return value
 
 

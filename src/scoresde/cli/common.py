@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,21 @@ def save_samples(x: torch.Tensor, out: str | Path, cfg, title: str, labels: torc
         shown = 64 if nrow is None else nrow * nrow
         save_image_grid(to_unit(x[:shown], rng), out, nrow=nrow)
     return out
+
+
+class LogProgress:
+    """Plain progress lines for logs, where no progress bar is drawn (stderr not a terminal): at most one line every
+    ``every`` seconds, ``what: done/total unit, extra, elapsed``."""
+
+    def __init__(self, what: str, total: int, unit: str, enabled: bool, every: float = 30.0) -> None:
+        self.what, self.total, self.unit, self.enabled, self.every = what, total, unit, enabled, every
+        self.done, self.start = 0, time.perf_counter()
+        self.last = self.start
+
+    def step(self, extra: str = "") -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if self.enabled and (now - self.last >= self.every or self.done == self.total):
+            self.last = now
+            more = f", {extra}" if extra else ""
+            print(f"{self.what}: {self.done}/{self.total} {self.unit}{more}, {now - self.start:.0f} s", flush=True)

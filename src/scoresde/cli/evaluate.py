@@ -42,7 +42,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("-n", type=positive_int, default=None, help="number of samples (default: eval.n, 1000)")
     ev.add_argument("--batch-size", type=positive_int, default=None, help="default: the config's eval.batch_size")
     ev.add_argument("--seed", type=seed, default=0)
-    ev.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    ev.add_argument("--device", default="auto", help=DEVICE_HELP)
     ev.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     ev.add_argument("--likelihood", action=argparse.BooleanOptionalAction, default=None,
                     help="also report the split's bits/dim or NLL (default: the config's eval.likelihood)")  # fmt: skip

@@ -38,7 +38,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--name", default=None, help="grid name (default <sampler>-<steps>)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="default: the config's eval.batch_size")
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     progress_flag(p, "(prints the search's progress)")
 

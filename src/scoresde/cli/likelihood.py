@@ -12,13 +12,14 @@ from .args import (
     DEVICE_HELP,
     FORMATTER,
     data_root_argument,
+    non_negative_int,
     positive_float,
     positive_int,
     progress_flag,
     seed,
     show_progress,
 )
-from .common import inference_setup
+from .common import LogProgress, inference_setup
 
 
 def add_parsers(sub) -> None:
@@ -36,8 +37,10 @@ def add_parsers(sub) -> None:
     lik.add_argument("--rtol", type=positive_float, default=None, help="default: the config's eval.rtol (1e-5)")
     lik.add_argument("--atol", type=positive_float, default=None, help="default: the config's eval.atol (1e-5)")
     lik.add_argument("--exact", action="store_true", help="exact divergence instead of Hutchinson")
-    lik.add_argument("--seed", type=seed, default=0)
-    lik.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    lik.add_argument("--first", type=non_negative_int, default=0, help="index of the first data point (default 0)")
+    lik.add_argument("-n", type=positive_int, default=None, help="number of data points (default: the rest)")
+    lik.add_argument("--seed", type=seed, default=0, help="point i's dequantization and probes are the same in any run")
+    lik.add_argument("--device", default="auto", help=DEVICE_HELP)
     lik.add_argument("--out", default=None, help="also write the result as JSON here (.json)")
     data_root_argument(lik)
     progress_flag(lik, "over the batches")
@@ -58,19 +61,25 @@ def likelihood_command(args) -> int:
     batch_size = args.batch_size or ev.batch_size
     progress = show_progress(args.progress)
     rank, world = init_from_env()
-    model = ckpt.load(device=device)
-    sde, score = model.sde, model
-    data = load_dataset(cfg, split)
-    part = shard(len(data), rank, world)
-    # one stream per data point: the result does not depend on the batch size or the number of processes
-    noise = SampleNoise(args.seed, range(part.start, part.stop), draws=LIKELIHOOD_DRAWS)
+    data = _selection(load_dataset(cfg, split), args.first, args.n, split)
     kw = {"rtol": args.rtol or ev.rtol, "atol": args.atol or ev.atol,
           "divergence": "exact" if args.exact else "hutchinson"}  # fmt: skip
+    if rank == 0:
+        print(f"likelihood of {len(data)} {split} point(s) from index {args.first}: {repeats} repeat(s), batches of "
+              f"{batch_size}, RK45 rtol {kw['rtol']:g} atol {kw['atol']:g}, {kw['divergence']} divergence, "
+              f"{world} process(es) on {device}", flush=True)  # fmt: skip
+    model = ckpt.load(device=device)
+    sde, score = model.sde, model
+    part = shard(len(data), rank, world)
+    # one stream per data point (its index in the split): the result does not depend on the batch size, the number of
+    # processes or the selection
+    noise = SampleNoise(args.seed, range(args.first + part.start, args.first + part.stop), draws=LIKELIHOOD_DRAWS)
     start = time.perf_counter()
     per_repeat, total_nfe = [], 0
     n_batches = -(-(part.stop - part.start) // batch_size)
     bar = tqdm(total=repeats * n_batches, desc="likelihood", unit="batch", dynamic_ncols=True,
                disable=not (progress and rank == 0))  # fmt: skip
+    log = LogProgress("likelihood", repeats * n_batches, "batches", enabled=not progress and rank == 0)
     for _ in range(repeats):
         values = [torch.zeros(0)]
         for lo in range(part.start, part.stop, batch_size):
@@ -88,6 +97,7 @@ def likelihood_command(args) -> int:
             total_nfe += nfe
             bar.update(1)
             bar.set_postfix(nfe=total_nfe, refresh=False)
+            log.step(f"{total_nfe} NFE")
         noise.draws = gen.draws  # the next repeat continues every stream
         per_repeat.append(float(gather_cat(torch.cat(values), world).mean()))
     bar.close()
@@ -98,8 +108,8 @@ def likelihood_command(args) -> int:
     unit = "nats/sample (negative log-likelihood)" if cfg.data.dataset == "toy" else "bits/dim"
     mean = float(np.mean(per_repeat))
     sem = float(np.std(per_repeat, ddof=1) / np.sqrt(len(per_repeat))) if len(per_repeat) > 1 else None
-    result = {"split": split, "repeats": per_repeat, "mean": mean, "stderr": sem, "unit": unit,
-              "nfe": total_nfe, "seconds": time.perf_counter() - start}  # fmt: skip
+    result = {"split": split, "first": args.first, "n": len(data), "repeats": per_repeat, "mean": mean, "stderr": sem,
+              "unit": unit, "nfe": total_nfe, "seconds": time.perf_counter() - start}  # fmt: skip
     if cfg.data.dataset != "toy":
         result["uniform_bound_bits_per_dim"] = math.log2(data.levels)
     print(f"{split} {unit}: {mean:.4f}" + (f" +- {sem:.4f}" if len(per_repeat) > 1 else "")
@@ -109,6 +119,22 @@ def likelihood_command(args) -> int:
     if args.out:
         write_report(result, args.out)
     return 0
+
+
+def _selection(data, first: int, n: int | None, split: str):
+    """Data points ``[first, first + n)`` of the split (all from ``first`` without ``n``); a range past its end is an
+    error naming the split's size."""
+    from ..data import ImageData
+
+    size = len(data)
+    stop = size if n is None else first + n
+    if first >= size or stop > size:
+        raise ValueError(f"the {split} split has {size} data points; --first {first}"
+                         + ("" if n is None else f" -n {n}") + " asks for more")  # fmt: skip
+    if isinstance(data, ImageData):
+        labels = None if data.labels is None else data.labels[first:stop]
+        return ImageData(data.images[first:stop], data.levels, labels)
+    return data[first:stop]
 
 
 COMMANDS = {"likelihood": likelihood_command}

@@ -36,7 +36,8 @@ EPILOG = """examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="scoresde", description="Score-based generative modeling through SDEs.", epilog=EPILOG,
                     formatter_class=FORMATTER)  # fmt: skip
-    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads (default: $OMP_NUM_THREADS when set, else torch's own)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     for module in MODULES:
         module.add_parsers(sub)
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help (0) or a usage error (2, already reported in one line)
         return done.code if isinstance(done.code, int) else 2
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
     except OSError as err:  # a path: missing, in the way, not writable, a full disk

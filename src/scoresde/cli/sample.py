@@ -44,7 +44,7 @@ def add_parsers(sub) -> None:
     sample.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
     grid_arguments(sample)
     sample.add_argument("--seed", type=seed, default=0, help="sample i of a seed is the same in any batch or process")
-    sample.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    sample.add_argument("--device", default="auto", help=DEVICE_HELP)
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--class", dest="klass", type=class_choice, default=None, metavar="K|all",
                         help="draw class K (or 'all': sample i from class i mod the number of classes): "

@@ -44,7 +44,7 @@ def add_parsers(sub) -> None:
             p.add_argument("--data-root", default=None, metavar="DIR",
                            help="the dataset's folder here (default: the checkpoint's data.root)")  # fmt: skip
         p.add_argument("--seed", type=seed, default=0, help="result i of a seed is the same in any batch")
-        p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
         p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
         p.add_argument("--out", required=True, help=out_help)
         progress_flag(p, "while running")

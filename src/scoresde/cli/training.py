@@ -49,11 +49,23 @@ def train_command(args) -> int:
     from ..train import train
 
     cfg = load_config(args.config, args.set)
+    resumed_at = 0 if args.no_resume or args.overwrite else _newest_step(Path(args.workdir) / "checkpoints")
     start = time.perf_counter()
     final = train(cfg, args.workdir, resume=not args.no_resume, progress=args.progress, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained {cfg.training.n_iters} steps in {time.perf_counter() - start:.0f} s; checkpoint {final}")
+        done = max(cfg.training.n_iters - resumed_at, 0)
+        what = f"trained {done} steps" + (f" (resumed at step {resumed_at}, now {cfg.training.n_iters})"
+                                          if resumed_at else "")  # fmt: skip
+        print(f"{what} in {time.perf_counter() - start:.0f} s; checkpoint {final}")
     return 0
+
+
+def _newest_step(directory: Path) -> int:
+    """The step of the newest checkpoint in ``directory`` from its file name (0 if none)."""
+    from ..checkpoint import PATTERN, latest_checkpoint
+
+    newest = latest_checkpoint(directory)
+    return 0 if newest is None else int(PATTERN.fullmatch(newest.name).group(1))
 
 
 def train_classifier_command(args) -> int:
@@ -61,11 +73,12 @@ def train_classifier_command(args) -> int:
     from ..config import load_config
 
     cfg = load_config(args.config, args.set)
+    resumed_at = 0 if args.no_resume or args.overwrite else _newest_step(Path(args.workdir) / "checkpoints")
     start = time.perf_counter()
     final, report = train_classifier(cfg, args.workdir, resume=not args.no_resume, progress=args.progress,
                                      overwrite=args.overwrite)  # fmt: skip
-    print(f"trained the classifier {cfg.classifier.n_iters} steps in {time.perf_counter() - start:.0f} s; "
-          f"checkpoint {final}")  # fmt: skip
+    done = max(cfg.classifier.n_iters - resumed_at, 0)
+    print(f"trained the classifier {done} steps in {time.perf_counter() - start:.0f} s; checkpoint {final}")
     print(accuracy_table(report))
     print(f"accuracy -> {Path(args.workdir) / 'accuracy.json'}")
     return 0
