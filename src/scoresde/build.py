@@ -71,9 +71,29 @@ SDES: dict[str, Callable[..., SDE]] = {
 """``[sde] type`` -> the process; its keys are :data:`scoresde.config.SDE_KEYS` (unset ones take the defaults)."""
 
 
+HOLDOUT_EVERY = 10
+"""A flat image folder (no ``train/`` and ``test/`` sub-folders) keeps every 10th image (in path order) as its test
+split and trains on the others."""
+
+
 def _image_folder(cfg: Config, split: str) -> ImageData:
-    root = Path(cfg.data.root)
-    return load_image_folder(root / split if (root / split).is_dir() else root, cfg.data.image_size, cfg.data.channels)
+    """``root/<split>/`` when the folder has ``train/`` and ``test/``; else the flat folder split deterministically:
+    every :data:`HOLDOUT_EVERY`-th image is the test split, the rest the training split."""
+    root, d = Path(cfg.data.root), cfg.data
+    if (root / split).is_dir():
+        return load_image_folder(root / split, d.image_size, d.channels)
+    other = "test" if split == "train" else "train"
+    if (root / other).is_dir():
+        raise FileNotFoundError(f"image folder {root} has a {other}/ folder but no {split}/ folder; give it both "
+                                f"(or neither: a flat folder holds out every {HOLDOUT_EVERY}th image as its test "
+                                "split)")  # fmt: skip
+    data = load_image_folder(root, d.image_size, d.channels)
+    held = torch.arange(len(data)) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    if split == "test" and not bool(held.any()):
+        raise ValueError(f"image folder {root} has {len(data)} image(s): too few to hold out a test split (every "
+                         f"{HOLDOUT_EVERY}th image); add images, or train/ and test/ folders")  # fmt: skip
+    keep = held if split == "test" else ~held
+    return ImageData(data.images[keep], data.levels, None if data.labels is None else data.labels[keep])
 
 
 def _toy(cfg: Config, split: str, return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -408,13 +409,42 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return parts[0], parts[1], value
 
 
+PRESETS_DIR = Path(__file__).parent / "configs"
+"""The preset configs shipped with the package (``scoresde configs`` lists them)."""
+
+
+def presets() -> dict[str, str]:
+    """``{name: the first sentence of its leading comment}`` of every preset config, sorted by name."""
+    found = {}
+    for path in sorted(PRESETS_DIR.glob("*.toml")):
+        comment = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("#").strip())
+        text = " ".join(comment)
+        found[path.stem] = re.split(r"(?<! al)\. (?=[A-Z`])", text)[0].rstrip(".") + "." if text else ""
+    return found
+
+
+def config_path(path: str | Path) -> Path:
+    """A config file: ``path`` itself when it is a file, else the preset of that name (``digits_vp`` or
+    ``digits_vp.toml``); neither is a ``FileNotFoundError`` that lists the presets."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    if len(path.parts) == 1 and preset.is_file():
+        return preset
+    raise FileNotFoundError(f"config file {path} not found, and it is not a preset; presets: {', '.join(presets())}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a TOML config (or the defaults when ``path`` is None) and apply overrides."""
+    """Read a TOML config (a file or a preset's name, :func:`presets`; the defaults when ``path`` is None) and
+    apply overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found")
+        path = config_path(path)
         try:
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:

@@ -11,14 +11,16 @@ import sys
 
 import torch
 
-from . import evaluate, grids, likelihood, official, sample, tasks, training
+from . import configs, evaluate, grids, likelihood, official, sample, tasks, training
 from .args import FORMATTER, Parser, positive_int
 
-MODULES = (training, sample, likelihood, evaluate, tasks, grids, official)
+MODULES = (training, sample, likelihood, evaluate, tasks, grids, official, configs)
 COMMANDS = {name: handler for module in MODULES for name, handler in module.COMMANDS.items()}
 
 EPILOG = """examples:
-  scoresde train configs/digits_vp.toml --workdir outputs/digits
+  scoresde configs                          # the preset configs: digits_vp (the main job), toy_mixture, ...
+  scoresde train digits_vp --workdir outputs/digits
+  scoresde init-config --root my_images --image-size 16 --out mine.toml
   scoresde train configs/toy_mixture.toml --workdir runs/toy --set training.lr=1e-3 --set training.n_iters=2000
   scoresde sample outputs/digits/checkpoints --sampler pc --steps 1000 -n 64 --out grid.png
   scoresde train-classifier configs/digits_classifier.toml --workdir outputs/digits_classifier

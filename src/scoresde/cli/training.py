@@ -15,10 +15,14 @@ def add_parsers(sub) -> None:
     fmt = FORMATTER
     train = sub.add_parser("train", help="train a score model from a config file", formatter_class=fmt,
                            description="Train a score model. Resumes from the newest checkpoint in WORKDIR.",
-                           epilog="example:\n  scoresde train configs/digits_vp.toml --workdir outputs/digits "
+                           epilog="example:\n  scoresde train digits_vp --workdir outputs/digits "
                                   "--set training.n_iters=500")  # fmt: skip
-    run_arguments(train, "TOML config file (see configs/)", "folder for checkpoints, logs and samples",
-                  "checkpoints, log.jsonl, loss.png and samples/")  # fmt: skip
+    run_arguments(
+        train,
+        "a TOML config file or a preset's name (scoresde configs lists them)",
+        "folder for checkpoints, logs and samples",
+        "checkpoints, log.jsonl, loss.png and samples/",
+    )
 
     clf = sub.add_parser("train-classifier", help="train a noise-conditional classifier for classifier guidance",
                          formatter_class=fmt,
@@ -29,7 +33,7 @@ def add_parsers(sub) -> None:
                          epilog="example:\n  scoresde train-classifier configs/digits_classifier.toml --workdir "
                                 "outputs/digits_classifier\n  scoresde sample outputs/digits/checkpoints --class 3 "
                                 "--classifier outputs/digits_classifier/checkpoints --out three.png")  # fmt: skip
-    run_arguments(clf, "TOML config file with [sde], [data] and [classifier] (see configs/)",
+    run_arguments(clf, "a TOML config file with [sde], [data] and [classifier], or a preset (digits_classifier)",
                   "folder for checkpoints, log.jsonl and accuracy.json",
                   "classifier checkpoints, log.jsonl and accuracy.json")  # fmt: skip
 
