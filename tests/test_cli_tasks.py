@@ -128,3 +128,35 @@ def test_bad_input_is_one_line_before_any_work(digits_ckpt, tmp_path, capsys, no
     assert _run(*filled) == 2
     assert message in _error(capsys)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_inpaint_takes_image_files_and_folders(digits_ckpt, tmp_path):
+    """A PNG (any size: resized and cropped to 8x8) or a folder of them; pixel p is the model value
+    -1 + 2 (p + 1/2) / 256."""
+    pixels = np.random.default_rng(2).integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "one.png")
+    (tmp_path / "many").mkdir()
+    for i in range(3):
+        Image.fromarray(pixels).save(tmp_path / "many" / f"{i}.png")
+    Image.fromarray(pixels).resize((16, 24)).save(tmp_path / "big.png")
+    expected = -1 + 2 * (pixels.astype(np.float32) + 0.5) / 256
+    for source, count in ((tmp_path / "one.png", 1), (tmp_path / "many", 3)):
+        out = tmp_path / f"{source.stem}.npz"
+        assert _run("inpaint", digits_ckpt, "--input", source, "--steps", 3, "--sampler", "ddim", "--out", out) == 0
+        with np.load(out) as saved:
+            assert saved["originals"].shape == (count, 1, 8, 8)  # every image of the input when -n is not given
+            np.testing.assert_allclose(saved["originals"][0, 0], expected, atol=1e-6)
+    assert _run("inpaint", digits_ckpt, "--input", tmp_path / "big.png", "--steps", 3, "--sampler", "ddim", "--out",
+                tmp_path / "big.npz") == 0  # fmt: skip
+
+
+def test_pictures_show_the_data_levels_with_grey_grid_lines(digits_ckpt, tmp_path):
+    from scoresde.plotting import GRID_LINE
+
+    out = tmp_path / "s.png"
+    assert _run("sample", digits_ckpt, "-n", 4, "--steps", 3, "--sampler", "ddim", "--out", out) == 0
+    picture = np.asarray(Image.open(out).convert("L"))
+    assert picture[0, 0] == round(GRID_LINE * 255)  # the frame: mid-grey, so white or black samples stay visible
+    tiles = picture[picture != round(GRID_LINE * 255)]
+    levels = np.round(np.arange(17) / 16 * 255)  # the digits' 17 grey levels, 0 black and 16 white
+    assert np.isin(tiles, levels).all()

@@ -6,7 +6,8 @@ Images are kept as integer levels ``k in {0, ..., L-1}`` (``L = 256`` for 8-bit 
 * training and evaluation both use ``u = (k + U) / L`` with ``U ~ U[0, 1)`` (uniform
   dequantization that respects ``L``; with ``dequantize=False`` the bin centres
   ``(k + 1/2) / L``), then ``x = lo + (hi - lo) u`` for ``data_range = (lo, hi)``;
-* samples map back with :func:`to_unit` (for pictures) and :func:`to_levels`.
+* samples map back with :func:`to_levels` (integer levels), :func:`to_picture` (pictures: the levels shown in
+  [0, 1]) and :func:`to_unit` (the continuous values in [0, 1]).
 
 Nothing is downloaded: the readers take files already on disk, in the layout torchvision
 uses (``cifar-10-batches-py/``, ``MNIST/raw/``), so a folder torchvision filled works as is.
@@ -94,6 +95,12 @@ def to_levels(x: Tensor, levels: int, data_range: tuple[float, float] = (-1.0, 1
     return torch.floor(to_unit(x, data_range) * levels).clamp(0, levels - 1).to(torch.int64)
 
 
+def to_picture(x: Tensor, levels: int, data_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
+    """Model outputs as the images they stand for: quantized to the data's ``levels`` (:func:`to_levels`) and shown
+    in ``[0, 1]`` as ``k / (L - 1)``, level 0 black and level ``L - 1`` white, as the real images are."""
+    return to_levels(x, levels, data_range).to(torch.float32) / (levels - 1)
+
+
 # -- the embedded default: scikit-learn's digits --------------------------------------------
 def load_digits(split: str = "train") -> ImageData:
     """scikit-learn's bundled 8x8 digits (1797 images, 17 grey levels, no download).
@@ -130,7 +137,7 @@ def _to_array(img, image_size: int | None, channels: int) -> np.ndarray:
         img = img.resize(size, Image.BICUBIC)
         left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
         img = img.crop((left, top, left + image_size, top + image_size))
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)
 
 
 # -- image folders ----------------------------------------------------------------------------
@@ -156,6 +163,19 @@ def load_image_folder(root: str | Path, image_size: int, channels: int = 3) -> I
         images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
         labels.append(classes.index(path.parent.relative_to(root).as_posix()))
     return ImageData(torch.from_numpy(np.stack(images)), 256, torch.tensor(labels))
+
+
+def load_image_file(path: str | Path, image_size: int, channels: int = 3) -> ImageData:
+    """One image file as :class:`ImageData` (one image, 256 levels), resized and centre-cropped as
+    :func:`load_image_folder` does."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            arr = _to_array(img, image_size, channels)
+    except OSError as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+    return ImageData(torch.from_numpy(arr[None, None] if channels == 1 else arr.transpose(2, 0, 1)[None]), 256)
 
 
 def from_image_dataset(

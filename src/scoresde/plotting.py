@@ -74,8 +74,12 @@ def save_scatter_grid(
     return save_png(canvas, path)
 
 
+GRID_LINE = 0.5
+"""The grey of the lines between the images of a grid: neither a white nor a black sample hides in it."""
+
+
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int | None = None) -> Path:
-    """Save images ``[B, C, H, W]`` with values in ``[0, 1]`` as one grid PNG.
+    """Save images ``[B, C, H, W]`` with values in ``[0, 1]`` as one grid PNG, separated by mid-grey lines.
 
     ``scale`` is the nearest-neighbour upscaling (default: tiles of about 64 pixels).
     """
@@ -86,7 +90,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
     nrow = nrow or int(np.ceil(np.sqrt(b)))
     rows = (b + nrow - 1) // nrow
     pad = 1
-    grid = np.ones((ch, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
+    grid = np.full((ch, rows * (h + pad) + pad, nrow * (w + pad) + pad), GRID_LINE, dtype=np.float32)
     for i in range(b):
         r, c = divmod(i, nrow)
         grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = imgs[i]

@@ -56,7 +56,7 @@ from .checkpoint import (
     workdir_lock,
 )
 from .config import Config, stored_config
-from .data import to_unit
+from .data import data_levels, to_picture
 from .distributed import init_from_env
 from .losses import drop_labels
 from .plotting import check_writable_dir, save_image_grid, save_line_plot, save_scatter_grid
@@ -361,7 +361,8 @@ def _snapshot(workdir: Path, step: int, cfg: Config, sde: SDE, model: nn.Module,
         save_scatter_grid([("data", data[:n]), (f"step {step}", x)], samples_dir / f"step_{step:08d}.png", cols=2)
     else:
         nrow = getattr(model, "num_classes", None) or 8  # a class-conditional model: one class per column
-        save_image_grid(to_unit(x, tuple(cfg.data.data_range)), samples_dir / f"step_{step:08d}.png", nrow=nrow)
+        picture = to_picture(x, data_levels(cfg.data.dataset), tuple(cfg.data.data_range))  # quantized, as data are
+        save_image_grid(picture, samples_dir / f"step_{step:08d}.png", nrow=nrow)
     if history:
         steps_, losses = [h["step"] for h in history], [h["loss"] for h in history]
         save_line_plot({"training loss": (steps_, losses)}, workdir / "loss.png", title="training loss",

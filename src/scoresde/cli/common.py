@@ -40,23 +40,24 @@ def save_samples(x: torch.Tensor, out: str | Path, cfg, title: str, labels: torc
                  nrow: int | None = None) -> Path:  # fmt: skip
     """Samples as a .npz (model-space values, integer levels for images, and the class labels of guided
     samples) or a .png (grid or 2-D scatter; with ``nrow`` classes, one class per column over ``nrow`` rows)."""
-    from ..data import data_levels, to_levels, to_unit
+    from ..data import data_levels, to_levels, to_picture
     from ..plotting import atomic_write, save_image_grid, save_scatter_grid
 
     out = Path(out)
     rng = tuple(cfg.data.data_range)
+    levels = None if cfg.data.dataset == "toy" else data_levels(cfg.data.dataset)
     if out.suffix == ".npz":
         arrays = {"samples": x.cpu().numpy()}
-        if cfg.data.dataset != "toy":
-            arrays["levels"] = to_levels(x, data_levels(cfg.data.dataset), rng).cpu().numpy().astype(np.uint8)
+        if levels is not None:
+            arrays["levels"] = to_levels(x, levels, rng).cpu().numpy().astype(np.uint8)
         if labels is not None:
             arrays["labels"] = labels.cpu().numpy()
         atomic_write(out, lambda handle: np.savez(handle, **arrays))
     elif cfg.data.dataset == "toy":
         save_scatter_grid([(title, x)], out, cols=1)
-    else:
+    else:  # shown as the data are: quantized back to the dataset's levels
         shown = 64 if nrow is None else nrow * nrow
-        save_image_grid(to_unit(x[:shown], rng), out, nrow=nrow)
+        save_image_grid(to_picture(x[:shown], levels, rng), out, nrow=nrow)
     return out
 
 

@@ -26,6 +26,7 @@ MISSING = {
     "random": None,
 }
 INVERSE_METHODS = ("projection", "ddnm", "pigdm")
+DEFAULT_COUNT = 8  # images taken from the dataset when -n is not given
 
 
 def add_parsers(sub) -> None:
@@ -35,12 +36,19 @@ def add_parsers(sub) -> None:
     def common(p: argparse.ArgumentParser, out_help: str, images: bool = True) -> None:
         p.add_argument("checkpoint", help="checkpoint file or checkpoints folder (the newest)")
         if images:
-            p.add_argument("--input", default=None, metavar="FILE.npz",
-                           help="images to use: an .npz with 'samples' (model space, as `scoresde sample` writes) "
-                                "or 'levels' (integer levels); default: the checkpoint's dataset")  # fmt: skip
+            p.add_argument("--input", default=None, metavar="FILE|DIR",
+                           help="images to use: an image file (.png, .jpg, ...), a folder of them (resized and "
+                                "centre-cropped to the model's size), or an .npz with 'samples' (model space, as "
+                                "`scoresde sample` writes) or 'levels' (integer levels); default: the checkpoint's "
+                                "dataset")  # fmt: skip
             p.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
             p.add_argument("--first", type=int, default=0, help="index of the first image used (default 0)")
-            p.add_argument("-n", type=positive_int, default=8, help="number of images (default 8)")
+            p.add_argument(
+                "-n",
+                type=positive_int,
+                default=None,
+                help=f"number of images (default {DEFAULT_COUNT} of the dataset, all of an --input)",
+            )
             p.add_argument("--data-root", default=None, metavar="DIR",
                            help="the dataset's folder here (default: the checkpoint's data.root)")  # fmt: skip
         p.add_argument("--seed", type=seed, default=0, help="result i of a seed is the same in any batch")
@@ -145,7 +153,7 @@ def _setup(args, suffixes: tuple[str, ...]):
 def _images(args, cfg) -> torch.Tensor:
     """``n`` images in model space from ``--input`` or the dataset (levels mapped to bin centres)."""
     from ..build import data_shape, load_dataset
-    from ..data import data_levels
+    from ..data import IMAGE_SUFFIXES, data_levels, load_image_file, load_image_folder
 
     shape = data_shape(cfg)
     if cfg.data.dataset == "toy":
@@ -153,7 +161,18 @@ def _images(args, cfg) -> torch.Tensor:
     if args.first < 0:
         raise ValueError(f"--first must be >= 0, got {args.first}")
     lo, hi = cfg.data.data_range
-    if args.input is not None:
+    source = None if args.input is None else Path(args.input)
+    if source is not None and (source.is_dir() or source.suffix.lower() in IMAGE_SUFFIXES):
+        if not source.exists():
+            raise FileNotFoundError(f"--input {source} not found")
+        read = load_image_folder if source.is_dir() else load_image_file
+        pictures = read(source, shape[-1], shape[0])  # 8-bit pixels at their bin centres
+        x = lo + (hi - lo) * (pictures.images.float() + 0.5) / pictures.levels
+        where = f"--input {source}"
+    elif source is not None:
+        if source.suffix.lower() != ".npz":
+            raise ValueError(f"--input {source} must be an image file ({', '.join(IMAGE_SUFFIXES)}), a folder of "
+                             "images or an .npz")  # fmt: skip
         with np.load(args.input, allow_pickle=False) as arrays:
             if "samples" in arrays:
                 x = torch.as_tensor(np.asarray(arrays["samples"], dtype=np.float32))
@@ -169,6 +188,8 @@ def _images(args, cfg) -> torch.Tensor:
         where = f"the {args.split} split ({cfg.data.dataset})"
     if tuple(x.shape[1:]) != shape:
         raise ValueError(f"{where} has images of shape {tuple(x.shape[1:])}; the model takes {shape}")
+    if args.n is None:
+        args.n = max(x.shape[0] - args.first, 1) if source is not None else DEFAULT_COUNT
     if args.first + args.n > x.shape[0]:
         raise ValueError(f"{where} has {x.shape[0]} images; --first {args.first} -n {args.n} asks for more")
     if not bool(torch.isfinite(x).all()):
@@ -210,7 +231,7 @@ def _solver_options(args) -> dict:
 
 def _save(out: Path, cfg, rows: list[torch.Tensor], arrays: dict[str, torch.Tensor]) -> Path:
     """``rows`` of images (model space) as one PNG grid, one row each; or ``arrays`` as an .npz."""
-    from ..data import to_unit
+    from ..data import data_levels, to_picture
     from ..plotting import atomic_write, save_image_grid
 
     out = Path(out)
@@ -219,7 +240,7 @@ def _save(out: Path, cfg, rows: list[torch.Tensor], arrays: dict[str, torch.Tens
         atomic_write(out, lambda handle: np.savez(handle, **plain))
         return out
     rng = tuple(cfg.data.data_range)
-    shown = [to_unit(r[:64].detach().cpu(), rng) for r in rows]
+    shown = [to_picture(r[:64].detach().cpu(), data_levels(cfg.data.dataset), rng) for r in rows]
     channels = max(r.shape[1] for r in shown)
     grid = torch.cat([r.expand(r.shape[0], channels, *r.shape[2:]) for r in shown])
     return save_image_grid(grid, out, nrow=shown[0].shape[0] if len(shown) > 1 else None)
@@ -317,7 +338,7 @@ def interpolate_command(args) -> int:
     ckpt, cfg, device = _setup(args, (".png", ".npz"))
     if args.points < 2:
         raise ValueError(f"--points must be at least 2 (the two ends), got {args.points}")
-    n_pairs = args.n
+    n_pairs = DEFAULT_COUNT // 2 if args.n is None else args.n
     args.n = 2 * n_pairs
     x = _images(args, cfg)
     cfg, sde, score = _model(args, ckpt, device)
