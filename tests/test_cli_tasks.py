@@ -160,3 +160,16 @@ def test_pictures_show_the_data_levels_with_grey_grid_lines(digits_ckpt, tmp_pat
     tiles = picture[picture != round(GRID_LINE * 255)]
     levels = np.round(np.arange(17) / 16 * 255)  # the digits' 17 grey levels, 0 black and 16 white
     assert np.isin(tiles, levels).all()
+
+
+def test_evaluate_without_a_feature_space_reports_what_it_can(colour_ckpt, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "report.json"
+    assert _run("evaluate", colour_ckpt, "-n", 4, "--steps", 3, "--sampler", "ddim", "--batch-size", 4, "--out",
+                out) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["features"] is None and "fd" not in report and report["nfe"] == 4
+    assert "pt_inception-2015-12-05-6726825d.pth" in report["features_note"]
+    assert report["bits_per_dim"] > 0 and report["fraction_outside"] is not None
+    assert "no FD/KID" in capsys.readouterr().out

@@ -99,6 +99,12 @@ def evaluate(
 
     rank, world = init_from_env()
     part = shard(n, rank, world)
+    if progress is False and rank == 0:  # no progress bar (a log): say what runs
+        print(
+            f"evaluate: {n} samples with {sampler} ({'adaptive' if steps is None else steps} steps), "
+            f"{'likelihood of the ' + ev.split + ' split, ' if likelihood else ''}{world} process(es)",
+            flush=True,
+        )
     start = time.perf_counter()
     x, nfe = torch.zeros(0, *data_shape(cfg)), 0
     if part.stop > part.start:
@@ -130,8 +136,10 @@ def evaluate(
     }
     if toy:
         report |= _toy_metrics(cfg, x, seed)
-    else:
+    elif features is not None:
         report |= _image_metrics(cfg, x, features)
+    else:
+        report |= {"features": None, "features_note": NO_FEATURES.format(dataset=cfg.data.dataset)}
     if likelihood:
         report |= _likelihood(cfg, sde, score, batch_size, seed, device, rank, world)
     finish(world)
@@ -157,8 +165,16 @@ def _model(checkpoint: str | Path | Checkpoint | ScoreModel, use_ema: bool, devi
     return given
 
 
+NO_FEATURES = (
+    "no FD/KID: no shipped feature space for the {dataset!r} data; pass the Inception-v3 FID weights with "
+    "--inception PATH (or eval.inception): pt_inception-2015-12-05-6726825d.pth, the weights file of the "
+    "pytorch-fid release (github.com/mseitzer/pytorch-fid, releases, fid_weights); scoresde never downloads it"
+)
+
+
 def _feature_space(dataset: str, shape: tuple[int, ...], inception: str | Path | None, device: str):
-    """``images [N, C, H, W] in [0, 1] -> (features, class probabilities or None)``, checked before any sampling."""
+    """``images [N, C, H, W] in [0, 1] -> (features, class probabilities or None)``, checked before any sampling;
+    ``None`` when there is no feature space for the data (no shipped one, no Inception weights given)."""
     if inception is not None:
         from .inception import InceptionV3Features, inception_features
 
@@ -171,10 +187,7 @@ def _feature_space(dataset: str, shape: tuple[int, ...], inception: str | Path |
 
         net = load_digits_classifier(device=device)
         return lambda images: digits_features(images, net)
-    raise ValueError(
-        f"no shipped feature space for the {dataset!r} data; pass the Inception-v3 FID weights "
-        "(--inception PATH or eval.inception = PATH; the file pt_inception-2015-12-05-6726825d.pth)"
-    )
+    return None  # no feature space: the report says so (NO_FEATURES) and gives what needs none
 
 
 def _fraction_outside(x: Tensor, data_range: tuple[float, float], toy: bool) -> float | None:
@@ -301,19 +314,21 @@ def summary(report: Mapping[str, Any]) -> str:
     """A few human-readable lines of a report."""
     head = f"{report['n']} samples, {report['sampler']}" + (f" {report['steps']} steps" if report["steps"] else "")
     lines = [f"{head}: {report['nfe']} NFE, {report['sampling_seconds']:.1f} s"]
+    if "features_note" in report:
+        lines.append(report["features_note"])
+    if report.get("fraction_outside") is not None:
+        outside = 100 * report["fraction_outside"]
+        lines.append(f"samples with a value outside the data range by > 25 %: {outside:.1f} %")
     if "fd" in report:
         ratio = report["fd_ratio"]
         kid = f"KID {report['kid']:.4g} (floor {report['kid_floor']:.4g})"
         lines.append(f"FD {report['fd']:.3f} (floor {report['fd_floor']:.3f}, ratio {ratio:.2f})  {kid}  "
                      f"[{report['features']}]")  # fmt: skip
-        if report.get("fraction_outside") is not None:
-            outside = 100 * report["fraction_outside"]
-            lines.append(f"samples with a value outside the data range by > 25 %: {outside:.1f} %")
         if "mean_confidence" in report:
             hist = " ".join(f"{100 * h:.0f}" for h in report["class_histogram"])
             lines.append(f"classifier confidence {report['mean_confidence']:.3f} "
                          f"(real {report['reference_mean_confidence']:.3f}); classes % {hist}")  # fmt: skip
-    else:
+    elif "mmd" in report:
         sw, sw_floor = report["sliced_wasserstein"], report["sliced_wasserstein_floor"]
         energy, energy_floor = report["energy_distance"], report["energy_distance_floor"]
         lines.append(f"MMD {report['mmd']:.2e} (floor {report['mmd_floor']:.2e})  sliced W2 {sw:.4f} "

@@ -125,6 +125,12 @@ def sample_command(args) -> int:
     n = args.n or cfg.sampling.n
     rank, world = init_from_env()
     part = shard(n, rank, world)
+    if rank == 0:  # the plan, before the model loads
+        if steps is not None:
+            budget = f"steps {steps}"
+        else:
+            budget = "adaptive steps" if isinstance(grid, (str, type(None))) else f"a grid of {len(grid) - 1} steps"
+        print(f"sampling {n} with {sampler} ({budget}) on {device}, {world} process(es)", flush=True)
     model = ckpt.load(ema=not args.no_ema, device=device)
     sde, score = model.sde, model
     eps = cfg.sampling.eps or None
