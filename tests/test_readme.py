@@ -25,7 +25,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
-    assert namespace["filled"].shape == (8, 1, 8, 8) and namespace["bpd"].shape == (32,)
+    assert namespace["filled"].shape == (8, 1, 8, 8) and namespace["bpd"].shape == (16,)
     torch.testing.assert_close(namespace["filled"][..., :4], namespace["originals"][..., :4])
     assert namespace["x"].shape == (4000, 2)
     assert torch.allclose(namespace["back"], namespace["data"], atol=1e-2)

@@ -323,10 +323,14 @@ class ScoreModel(nn.Module):
         """The score :math:`s_\theta(x, t)` (of class ``y`` for a class-conditional model; ``None``: unconditional)."""
         return self.parameterization(x, t, y)
 
-    def extra_repr(self) -> str:
+    def __repr__(self) -> str:
+        """One line: the process, the parameterization, the data, the weights and the network's size
+        (``print(model.net)`` shows the layers)."""
         shape = "?" if self.data_shape is None else "x".join(map(str, self.data_shape))
         classes = "" if self.num_classes is None else f", classes={self.num_classes}"
-        return f"sde={self.sde!r}, prediction={self.prediction!r}, data={shape}, weights={self.weights!r}{classes}"
+        size = sum(p.numel() for p in self.net.parameters())
+        return (f"ScoreModel({self.sde!r}, prediction={self.prediction!r}, data={shape}, weights={self.weights!r}"
+                f"{classes}, net={type(self.net).__name__} with {size / 1e6:.2f} M parameters)")  # fmt: skip
 
 
 def as_score_model(obj: object) -> ScoreModel | None:
