@@ -11,10 +11,10 @@ import sys
 
 import torch
 
-from . import configs, evaluate, grids, likelihood, official, sample, tasks, training
+from . import configs, evaluate, figures, grids, likelihood, official, sample, tasks, training
 from .args import FORMATTER, Parser, positive_int
 
-MODULES = (training, sample, likelihood, evaluate, tasks, grids, official, configs)
+MODULES = (training, sample, likelihood, evaluate, tasks, grids, official, configs, figures)
 COMMANDS = {name: handler for module in MODULES for name, handler in module.COMMANDS.items()}
 
 EPILOG = """examples:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a path: missing, in the way, not writable, a full disk
         print(f"scoresde {args.command}: error: {_one_line(_os_error(err))}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError, FloatingPointError) as err:
+    except (ValueError, RuntimeError, FloatingPointError, ImportError) as err:
         print(f"scoresde {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
