@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 THREADS := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 
-.PHONY: setup demo demo-2d test test-slow test-all bench bench-guidance bench-processes bench-peers lint clean
+.PHONY: setup demo demo-2d test test-slow test-all docs docs-screenshots bench bench-guidance bench-processes bench-peers \
+	lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,25 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(THREADS) $(BIN)/python -m pytest -m "slow or not slow"
+
+# The documentation site: the walkthrough's figures (scoresde figures), then Sphinx in strict mode (any warning or
+# broken reference fails) into site/. MathJax comes from the npm registry once, so the site renders math offline.
+MATHJAX := docs/_static/mathjax/tex-chtml.js
+
+$(MATHJAX):
+	mkdir -p build/npm && cd build/npm && npm pack --silent mathjax@3.2.2 >/dev/null && tar xzf mathjax-3.2.2.tgz
+	mkdir -p docs/_static/mathjax/output/chtml/fonts
+	cp build/npm/package/es5/tex-chtml.js docs/_static/mathjax/
+	cp -r build/npm/package/es5/output/chtml/fonts/woff-v2 docs/_static/mathjax/output/chtml/fonts/
+
+docs: $(STAMP) $(MATHJAX)
+	$(THREADS) $(BIN)/scoresde figures --out docs/figures
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs site
+	@echo "built site/index.html"
+
+# Screenshots of the built site's pages in headless Chromium (from the system packages), to look at.
+docs-screenshots: docs
+	$(BIN)/python docs/screenshot.py site docs/screenshots
 
 bench: $(STAMP)
 	$(THREADS) $(BIN)/python benchmarks/bench_samplers.py
@@ -83,4 +103,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) outputs site build docs/_static/mathjax .pytest_cache .ruff_cache src/*.egg-info

@@ -1,4 +1,4 @@
-"""The README's Python blocks run as written, in order, in one namespace."""
+"""The README's Python blocks run as written, in order, in one namespace (the site's pages: tests/test_docs.py)."""
 
 import re
 from pathlib import Path
@@ -17,7 +17,7 @@ TINY_DEMO = ["training.n_iters=4", "training.snapshot_every=4", "training.batch_
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) >= 2
+    assert len(blocks) >= 1
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     (tmp_path / "tests").symlink_to(ROOT / "tests")  # the official-format test checkpoints
     monkeypatch.chdir(tmp_path)
@@ -27,7 +27,3 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["filled"].shape == (8, 1, 8, 8) and namespace["bpd"].shape == (16,)
     torch.testing.assert_close(namespace["filled"][..., :4], namespace["originals"][..., :4])
-    assert namespace["x"].shape == (4000, 2)
-    assert torch.allclose(namespace["back"], namespace["data"], atol=1e-2)
-    assert (tmp_path / "runs" / "toy" / "checkpoints").is_dir()
-    assert namespace["official_samples"].shape == (4, 1, 8, 8)

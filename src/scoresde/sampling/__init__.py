@@ -69,6 +69,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "sde_dpm_solver++": sde_dpm_solver_pp,
     "adaptive_sde": adaptive_sde,
 }
+"""Sampler name -> sampler function (the table in the module docstring); ``sample(..., sampler=NAME)``."""
 FAST_DEFAULT_NFE = 20
 """Default NFE budget of the fast solvers (their ``steps`` counts evaluations, not grid steps)."""
 
