@@ -39,7 +39,6 @@ from .data import (
     to_model,
     toy_data,
 )
-from .integrators import ERROR_NORMS
 from .losses import (
     REDUCTIONS,
     TIME_SAMPLINGS,
@@ -51,11 +50,8 @@ from .losses import (
     training_noise,
 )
 from .nets import NCSNpp, TimeMLP, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_small, ncsnpp_cifar10
-from .sampling import SAMPLERS, sampler_options
+from .sampling import SAMPLERS, sampler_options, spec_of
 from .sampling import is_adaptive as sampling_is_adaptive
-from .sampling.exponential import PREDICTIONS as SOLVER_PREDICTIONS
-from .sampling.ode_samplers import ODE_METHODS
-from .sampling.sde_samplers import CORRECTORS, PREDICTORS
 from .score import PREDICTIONS, STDS, TIME_INPUTS, ModelScore
 from .sde import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, RectifiedFlow, SubVPSDE
 
@@ -162,30 +158,6 @@ NAMES: dict[str, Iterable[str]] = {
     "training.time_sampling": TIME_SAMPLINGS,
     "training.reduce": REDUCTIONS,
     "sampling.sampler": SAMPLERS,
-}
-
-# sampler options with a fixed set of string values, and range checks of numeric options
-OPTION_CHOICES: dict[str, tuple[str, ...]] = {
-    "method": tuple(ODE_METHODS),
-    "error_norm": tuple(ERROR_NORMS),
-    "predictor": tuple(PREDICTORS),
-    "corrector": tuple(CORRECTORS),
-    "prediction": tuple(SOLVER_PREDICTIONS),
-}
-OPTION_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "rtol": (lambda v: v > 0, "must be > 0"),
-    "atol": (lambda v: v > 0, "must be > 0"),
-    "snr": (lambda v: v > 0, "must be > 0"),
-    "eta": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
-    "corrector_steps": (lambda v: v >= 0, "must be >= 0"),
-    "order": (lambda v: 1 <= v <= 3, "must be 1, 2 or 3"),
-    "churn": (lambda v: v >= 0, "must be >= 0"),
-    "churn_min": (lambda v: v >= 0, "must be >= 0"),
-    "churn_noise": (lambda v: v >= 0, "must be >= 0"),
-    "h_init": (lambda v: v > 0, "must be > 0"),
-    "safety": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    "exponent": (lambda v: v > 0, "must be > 0"),
-    "max_steps": (lambda v: v >= 1, "must be >= 1"),
 }
 
 
@@ -378,12 +350,11 @@ def _typed_option(sampler: str, key: str, value: Any, default: Any, what: str) -
         value = float(value)
     elif isinstance(default, str) and not isinstance(value, str):
         raise ValueError(f"{where} must be a string, got {value!r}")
-    if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
-        raise ValueError(f"{where} must be one of {', '.join(map(repr, OPTION_CHOICES[key]))}, got {value!r}")
-    if key in OPTION_RANGES and number:
-        ok, message = OPTION_RANGES[key]
-        if not ok(value):
-            raise ValueError(f"{where} {message}, got {value!r}")
+    rule = spec_of(SAMPLERS[sampler]).rules.get(key)  # the sampler's own rule for this option
+    if rule is not None and rule.choices is not None and value not in rule.choices:
+        raise ValueError(f"{where} must be one of {', '.join(map(repr, rule.choices))}, got {value!r}")
+    if rule is not None and rule.check is not None and number and not rule.check(value):
+        raise ValueError(f"{where} {rule.message}, got {value!r}")
     return value
 
 

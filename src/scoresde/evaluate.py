@@ -42,7 +42,7 @@ from .data import ImageData, data_levels, to_levels, toy_data
 from .distributed import finish, gather_cat, init_from_env, shard
 from .likelihood import bits_per_dim, log_likelihood
 from .noise import LIKELIHOOD_DRAWS, SampleNoise
-from .sampling import default_grid, sample
+from .sampling import ADAPTIVE_STEPS, default_grid, sample
 from .score import ScoreModel, as_score_model
 from .sde import SDE
 
@@ -90,9 +90,7 @@ def evaluate(
     features = None if toy else _feature_space(cfg.data.dataset, data_shape(cfg), inception, device)
     adaptive = is_adaptive(sampler, options)
     if adaptive and steps is not None:
-        raise ValueError(
-            "the adaptive samplers (adaptive_sde, ode's rk45) pick their own steps; pass rtol/atol options instead"
-        )
+        raise ValueError(ADAPTIVE_STEPS)
     grid = default_grid(sampler, sde) if grid is None else grid
     steps = None if adaptive or not isinstance(grid, str) else (steps or cfg.sampling.steps)
     score = model

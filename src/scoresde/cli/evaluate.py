@@ -59,6 +59,7 @@ def evaluate_command(args) -> int:
     from ..build import check_sampler_options, is_adaptive, parse_sampler_options
     from ..evaluate import evaluate, summary, write_report
     from ..plotting import check_output_file
+    from ..sampling import ADAPTIVE_STEPS
 
     ckpt, cfg, device = inference_setup(args, (".json",), data=True)
     if args.samples_out is not None:
@@ -68,9 +69,7 @@ def evaluate_command(args) -> int:
     options = check_sampler_options(sampler, options | parse_sampler_options(sampler, args.option))
     grid, rho = grid_choice(args, ckpt.path, cfg, sampler, options)
     if is_adaptive(sampler, options) and args.steps is not None:
-        raise ValueError("--steps does not apply to the adaptive samplers (adaptive_sde, ode's rk45: they pick their "
-                         "own steps); "
-                         "set --option rtol=/atol=, or --option method=euler|heun|rk4 for fixed steps")  # fmt: skip
+        raise ValueError(ADAPTIVE_STEPS)
     inception = args.inception or cfg.eval.inception or None
     if inception is not None and not Path(inception).is_file():
         raise FileNotFoundError(f"Inception-v3 weights {inception} not found (the file "

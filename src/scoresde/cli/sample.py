@@ -104,7 +104,7 @@ def sample_command(args) -> int:
     from ..build import is_adaptive, parse_sampler_options
     from ..distributed import finish, gather_cat, init_from_env, shard
     from ..noise import SampleNoise
-    from ..sampling import sample
+    from ..sampling import ADAPTIVE_STEPS, sample
 
     ckpt, cfg, device = inference_setup(args, (".png", ".npz"))
     plan = _guidance_plan(args, cfg, ckpt.path)
@@ -112,9 +112,7 @@ def sample_command(args) -> int:
     options = dict(cfg.sampling.options) if args.sampler is None else {}  # checked with the config
     options |= parse_sampler_options(sampler, args.option)
     if is_adaptive(sampler, options) and args.steps is not None:
-        raise ValueError("--steps does not apply to the adaptive samplers (adaptive_sde, ode's rk45: they pick their "
-                         "own steps); "
-                         "set --option rtol=/atol=, or --option method=euler|heun|rk4 for fixed steps")  # fmt: skip
+        raise ValueError(ADAPTIVE_STEPS)
     grid, rho = grid_choice(args, ckpt.path, cfg, sampler, options)
     steps = (
         None

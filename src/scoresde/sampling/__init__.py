@@ -54,6 +54,7 @@ from .sde_samplers import (
     reverse_diffusion,
     reverse_diffusion_step,
 )
+from .spec import SamplerSpec, spec_of
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler_maruyama": euler_maruyama,
@@ -70,40 +71,35 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "adaptive_sde": adaptive_sde,
 }
 """Sampler name -> sampler function (the table in the module docstring); ``sample(..., sampler=NAME)``."""
+ADAPTIVE_STEPS = (
+    "--steps does not apply to the adaptive samplers (adaptive_sde, ode's rk45: they pick their own steps); set "
+    "--option rtol=/atol=, or --option method=euler|heun|rk4 for fixed steps"
+)
+"""The command line's answer to ``--steps`` with a sampler that picks its own steps."""
 FAST_DEFAULT_NFE = 20
 """Default NFE budget of the fast solvers (their ``steps`` counts evaluations, not grid steps)."""
 
 
 def default_grid(sampler: str | Callable[..., Tensor], sde: SDE | None = None) -> str:
-    """The default grid of a sampler: ``log_snr`` for the exponential integrators, ``karras`` for
-    ``edm_heun`` (the grids their authors use), and for the paper's samplers the process's
-    :attr:`~scoresde.sde.SDE.default_grid` (``uniform`` in ``t``, the paper's; ``karras`` for EDM's process,
-    whose time is its noise level)."""
-    fn = _resolve(sampler)
-    if fn is edm_heun:
-        return "karras"
-    if fn in (dpm_solver_pp, dpm_solver, unipc, sde_dpm_solver_pp):
-        return "log_snr"
+    """The default grid of a sampler, from its spec (:mod:`scoresde.sampling.spec`): ``log_snr`` for the exponential
+    integrators, ``karras`` for ``edm_heun`` (the grids their authors use), and for the paper's samplers the process's
+    ``SDE.default_grid`` (``uniform`` in ``t``, the paper's; ``karras`` for EDM's process, whose time
+    is its noise level)."""
+    grid = spec_of(_resolve(sampler)).grid
+    if grid is not None:
+        return grid
     return "uniform" if sde is None else sde.default_grid
 
 
 def is_adaptive(sampler: str | Callable[..., Tensor], options: dict | None = None) -> bool:
     """Whether the sampler picks its own steps (``adaptive_sde``, ``ode``'s ``rk45``): no ``steps``, no grid."""
-    fn = _resolve(sampler)
-    return fn is adaptive_sde or (fn is ode and (options or {}).get("method", "rk45") == "rk45")
+    return bool(spec_of(_resolve(sampler)).adaptive(options or {}))
 
 
 def evals_per_step(sampler: str | Callable[..., Tensor], options: dict | None = None) -> int | None:
     """Score evaluations per grid step of a fast solver (whose ``steps`` is an NFE budget); ``None`` otherwise."""
-    fn = _resolve(sampler)
-    options = options or {}
-    if fn in (dpm_solver_pp, dpm_solver):
-        return 1 if options.get("multistep", True) else int(options.get("order", 2))
-    if fn in (unipc, sde_dpm_solver_pp):
-        return 1
-    if fn is edm_heun:
-        return 2
-    return None
+    per_step = spec_of(_resolve(sampler)).evals_per_step
+    return None if per_step is None else int(per_step(options or {}))
 
 
 _COMMON = ("generator", "progress", "callback", "replace", "rows", "budget")
@@ -328,9 +324,9 @@ def _grid(sde: SDE, fn: Callable[..., Tensor], steps: int | None, eps: float | N
     eps = check_eps(default_eps(sde) if eps is None else eps, sde.T)
     if adaptive:
         if steps is not None:
-            name = "adaptive_sde sampler" if fn is adaptive_sde else "adaptive rk45 ODE solver"
-            raise ValueError(f"the {name} picks its own steps; pass rtol/atol"
-                             + (", or method='euler'|'heun'|'rk4'" if fn is ode else ""))  # fmt: skip
+            fixed = ", or method='euler'|'heun'|'rk4'" if fn is ode else ""
+            raise ValueError(f"the {getattr(fn, '__name__', 'adaptive')} sampler picks its own steps; pass "
+                             f"rtol/atol{fixed}")  # fmt: skip
         return [sde.T, eps], None
     rho = DEFAULT_RHO if rho is None else rho
     if per_step is None:
@@ -353,9 +349,10 @@ def budget_steps(sampler: str | Callable[..., Tensor], budget: int, denoise: boo
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"steps (the NFE budget of this solver) must be a positive integer, got {budget!r}")
     evals = budget - (1 if denoise else 0)
-    grid_steps = evals // per_step if fn is edm_heun else -(-evals // per_step)
+    whole = spec_of(fn).whole_steps
+    grid_steps = evals // per_step if whole else -(-evals // per_step)
     if grid_steps < 1:
-        least = (per_step if fn is edm_heun else 1) + (1 if denoise else 0)
+        least = (per_step if whole else 1) + (1 if denoise else 0)
         raise ValueError(f"steps={budget} is below this solver's least NFE budget, {least} (steps counts "
                          "score evaluations here, the final denoising one included)")  # fmt: skip
     return grid_steps, evals
@@ -392,6 +389,7 @@ __all__ = [
     "GRIDS",
     "PREDICTORS",
     "SAMPLERS",
+    "SamplerSpec",
     "StepInfo",
     "adaptive_sde",
     "ald_corrector",
@@ -419,6 +417,7 @@ __all__ = [
     "sample",
     "sampler_options",
     "sde_dpm_solver_pp",
+    "spec_of",
     "time_grid",
     "unipc",
 ]

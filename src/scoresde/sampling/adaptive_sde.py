@@ -31,8 +31,13 @@ from torch import Tensor
 from .._checks import check_number, expand_to, randn_like
 from ..noise import SampleNoise
 from ..sde import SDE, ScoreFn
+from .spec import POSITIVE, TOLERANCES, OptionRule, SamplerSpec, declare
 
 
+@declare(SamplerSpec(adaptive=lambda options: True,
+                    rules={**TOLERANCES, "h_init": POSITIVE, "exponent": POSITIVE,
+                           "safety": OptionRule(check=lambda v: 0 < v <= 1, message="must be in (0, 1]"),
+                           "max_steps": OptionRule(check=lambda v: v >= 1, message="must be >= 1")}))  # fmt: skip
 def adaptive_sde(
     sde: SDE,
     score_fn: ScoreFn,

@@ -21,6 +21,7 @@ from torch import Tensor
 from .._checks import randn_like
 from ..sde import SDE, ScoreFn
 from .loop import Callback, ReplaceFn, run_steps
+from .spec import NON_NEGATIVE, SamplerSpec, declare
 
 
 def _check_churn(churn: float, churn_min: float, churn_max: float, churn_noise: float) -> None:
@@ -31,6 +32,8 @@ def _check_churn(churn: float, churn_min: float, churn_max: float, churn_noise: 
         raise ValueError(f"churn_max must be a number >= churn_min={churn_min}, got {churn_max!r}")
 
 
+@declare(SamplerSpec(grid="karras", evals_per_step=lambda options: 2, whole_steps=True,
+                    rules={"churn": NON_NEGATIVE, "churn_min": NON_NEGATIVE, "churn_noise": NON_NEGATIVE}))  # fmt: skip
 def edm_heun(
     sde: SDE,
     score_fn: ScoreFn,

@@ -37,6 +37,7 @@ from torch import Tensor
 from .._checks import check_options, randn_like
 from ..sde import SDE, ScoreFn
 from .loop import Callback, ReplaceFn, run_steps
+from .spec import ORDER, OptionRule, SamplerSpec, declare
 
 PREDICTIONS = ("data", "noise")
 LOWER_ORDER_FINAL_BELOW = 15
@@ -193,6 +194,15 @@ def _dpm(sde, score_fn, x, ts, order, multistep, lower_order_final, prediction, 
     return run_steps(multi, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
 
 
+MULTISTEP = SamplerSpec(
+    grid="log_snr",
+    evals_per_step=lambda options: 1 if options.get("multistep", True) else int(options.get("order", 2)),
+    rules={"order": ORDER},
+)
+"""DPM-Solver and DPM-Solver++: a multistep run takes one evaluation a step, a singlestep one ``order``."""
+
+
+@declare(MULTISTEP)
 def dpm_solver_pp(
     sde: SDE,
     score_fn: ScoreFn,
@@ -223,6 +233,7 @@ def dpm_solver_pp(
                 progress, callback, replace, rows)  # fmt: skip
 
 
+@declare(MULTISTEP)
 def dpm_solver(
     sde: SDE,
     score_fn: ScoreFn,
@@ -272,6 +283,8 @@ def unipc_coefficients(rks: Sequence[float], hh: float, order: int) -> tuple[lis
     return rhos_p, rhos_c
 
 
+@declare(SamplerSpec(grid="log_snr", evals_per_step=lambda options: 1,
+                    rules={"order": ORDER, "prediction": OptionRule(choices=PREDICTIONS)}))  # fmt: skip
 def unipc(
     sde: SDE,
     score_fn: ScoreFn,
@@ -333,6 +346,8 @@ def unipc(
 
 
 # -- SDE-DPM-Solver++ ------------------------------------------------------------------------------
+@declare(SamplerSpec(grid="log_snr", evals_per_step=lambda options: 1,
+                    rules={"order": OptionRule(check=lambda v: v in (1, 2), message="must be 1 or 2")}))  # fmt: skip
 def sde_dpm_solver_pp(
     sde: SDE,
     score_fn: ScoreFn,

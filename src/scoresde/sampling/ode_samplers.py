@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from .._checks import check_options, randn_like
-from ..integrators import FIXED_METHODS, dopri5, one_step
+from ..integrators import ERROR_NORMS, FIXED_METHODS, dopri5, one_step
 from ..sde import SDE, ScoreFn
 from .loop import Callback, ReplaceFn, run_steps
+from .spec import TOLERANCES, OptionRule, SamplerSpec, declare
 
 ODE_METHODS = ("rk45", *FIXED_METHODS)
 
@@ -35,6 +36,9 @@ def probability_flow_ode(sde: SDE, score_fn: ScoreFn):
     return rhs
 
 
+@declare(SamplerSpec(adaptive=lambda options: options.get("method", "rk45") == "rk45",
+                    rules={"method": OptionRule(choices=ODE_METHODS), "error_norm": OptionRule(choices=ERROR_NORMS),
+                           **TOLERANCES}))  # fmt: skip
 def ode(
     sde: SDE,
     score_fn: ScoreFn,
@@ -71,6 +75,7 @@ def ode(
     return run_steps(step, sde, score_fn, x, ts, None, progress, callback, replace, rows)
 
 
+@declare(SamplerSpec(rules={"eta": OptionRule(check=lambda v: 0 <= v <= 1, message="must be in [0, 1]")}))
 def ddim(
     sde: SDE,
     score_fn: ScoreFn,

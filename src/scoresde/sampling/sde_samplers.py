@@ -21,6 +21,7 @@ from torch import Tensor
 from .._checks import check_options, expand_to, randn_like
 from ..sde import SDE, ScoreFn
 from .loop import Callback, ReplaceFn, run_steps
+from .spec import NON_NEGATIVE, POSITIVE, OptionRule, SamplerSpec, declare
 
 PredictorFn = Callable[..., Tensor]
 CorrectorFn = Callable[..., Tensor]
@@ -178,6 +179,9 @@ def corrector_alpha(sde: SDE, t_prev: float, t: float) -> float:
 
 
 # -- samplers -----------------------------------------------------------------------
+@declare(SamplerSpec(rules={"predictor": OptionRule(choices=tuple(PREDICTORS)),
+                            "corrector": OptionRule(choices=tuple(CORRECTORS)), "snr": POSITIVE,
+                            "corrector_steps": NON_NEGATIVE}))  # fmt: skip
 def pc(
     sde: SDE,
     score_fn: ScoreFn,
@@ -256,6 +260,7 @@ reverse_diffusion = _predictor_only(
 )
 
 
+@declare(SamplerSpec())
 def ancestral(
     sde: SDE,
     score_fn: ScoreFn,

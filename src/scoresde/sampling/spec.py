@@ -1,0 +1,77 @@
+"""What a sampler declares about itself, in one place beside its code.
+
+A :class:`SamplerSpec` says which time grid the sampler uses by default, whether it picks its own steps
+(then it takes no ``steps`` and no grid), how many score evaluations one step takes (then ``steps`` is an NFE
+budget, the final denoising evaluation included), and the allowed values of its options. :func:`declare`
+attaches it to the sampler function; :func:`scoresde.sample`, the option checks of the configs and the command
+line read it through :func:`spec_of`. A sampler of your own without a spec gets :data:`DEFAULT_SPEC`: the
+process's default grid, fixed steps, ``steps`` counting grid steps, no option rules beyond their types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OptionRule:
+    """The allowed values of one sampler option: a fixed set of ``choices`` or a ``check`` with its ``message``."""
+
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], bool] | None = None
+    message: str = ""
+
+
+def _fixed_steps(options: Mapping[str, Any]) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler's properties.
+
+    Attributes:
+        grid: its default grid kind (``"log_snr"``, ``"karras"``, ...); ``None``: the process's
+            ``SDE.default_grid`` (the paper's samplers).
+        adaptive: ``adaptive(options)``, whether it picks its own steps with these options.
+        evals_per_step: ``evals_per_step(options)``, the score evaluations of one step of a solver whose
+            ``steps`` is an NFE budget; ``None``: ``steps`` counts grid steps.
+        whole_steps: a step's evaluations cannot be split (EDM's Heun takes two): the grid has
+            ``budget // evals_per_step`` steps and an odd budget is used whole; otherwise the last step
+            takes the remainder (``ceil``).
+        rules: ``{option: OptionRule}``, checked before any work.
+    """
+
+    grid: str | None = None
+    adaptive: Callable[[Mapping[str, Any]], bool] = _fixed_steps
+    evals_per_step: Callable[[Mapping[str, Any]], int] | None = None
+    whole_steps: bool = False
+    rules: Mapping[str, OptionRule] = field(default_factory=dict)
+
+
+DEFAULT_SPEC = SamplerSpec()
+"""The spec of a sampler that declares none."""
+
+
+def declare(spec: SamplerSpec) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Attach ``spec`` to a sampler function (as its ``spec`` attribute)."""
+
+    def attach(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.spec = spec  # type: ignore[attr-defined]
+        return fn
+
+    return attach
+
+
+def spec_of(fn: Callable[..., Any]) -> SamplerSpec:
+    """The spec a sampler function declares, else :data:`DEFAULT_SPEC`."""
+    spec = getattr(fn, "spec", DEFAULT_SPEC)
+    return spec if isinstance(spec, SamplerSpec) else DEFAULT_SPEC
+
+
+POSITIVE = OptionRule(check=lambda v: v > 0, message="must be > 0")
+NON_NEGATIVE = OptionRule(check=lambda v: v >= 0, message="must be >= 0")
+ORDER = OptionRule(check=lambda v: 1 <= v <= 3, message="must be 1, 2 or 3")
+TOLERANCES = {"rtol": POSITIVE, "atol": POSITIVE}
