@@ -131,7 +131,8 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
     ``samples/`` (nothing else). The workdir is locked for the whole run (by rank 0 under
     torchrun), so a second run in the same workdir fails at once. The config, the device
     and the workdir are checked before anything is loaded, built or written. ``progress``
-    shows a tqdm bar (default: when stderr is a terminal).
+    shows a tqdm bar (default: when stderr is a terminal; otherwise, as in a log, a plain line with the
+    step, the loss and the speed at most every 30 s; ``progress=False``: nothing).
     """
     workdir = Path(workdir)
     check_config(cfg)
@@ -139,6 +140,7 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
     t = cfg.training
     device = pick_device(t.device)
     check_writable_dir(workdir, "workdir")
+    lines = progress is None and not sys.stderr.isatty()  # a log: plain progress lines instead of a bar
     if progress is None:
         progress = sys.stderr.isatty()
     rank, world = init_from_env(device)
@@ -160,9 +162,11 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
                 raise RuntimeError(f"rank 0 could not start: {status[0]}")
         if error is not None:
             raise error
-        return _train(cfg, workdir, device, rank, world, resume and not overwrite, progress)
+        return _train(cfg, workdir, device, rank, world, resume and not overwrite, progress, lines)
 
 
+PROGRESS_EVERY = 30.0
+"""Seconds between the plain progress lines of a run without a progress bar (a log)."""
 RUN_OUTPUTS = ("log.jsonl", "loss.png", "samples")
 """What a training run writes besides its checkpoints (deleted by ``overwrite``)."""
 
@@ -181,7 +185,7 @@ def _check_same_run(saved: dict[str, Any], cfg: Config, path: Path) -> None:
 
 
 def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: int, resume: bool,
-           progress: bool) -> Path:  # fmt: skip
+           progress: bool, lines: bool = False) -> Path:  # fmt: skip
     ckpt_dir = workdir / "checkpoints"
     t = cfg.training
     is_main = rank == 0
@@ -229,6 +233,11 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
     writer = _tensorboard(workdir) if (t.tensorboard and is_main) else None
     model.train()
     window, window_start, tick = [], start_step, time.perf_counter()
+    lines = lines and is_main
+    if lines:
+        print(f"training steps {start_step + 1} to {t.n_iters} on {device} ({world} process(es), batches of "
+              f"{t.batch_size}) in {workdir}", flush=True)  # fmt: skip
+    said = time.perf_counter()
     for step in range(start_step, t.n_iters):
         idx = torch.randint(0, n_data, (t.batch_size,), generator=data_gen)
         x = model_batch(data, idx, cfg, data_gen)
@@ -263,6 +272,10 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
             record = {"step": done, "loss": mean_loss, "lr": learning_rate(cfg, step),
                       "images_per_s": (done - window_start) * t.batch_size / max(elapsed, 1e-9)}  # fmt: skip
             history.append(record)
+            if lines and (time.perf_counter() - said >= PROGRESS_EVERY or done == t.n_iters):
+                said = time.perf_counter()
+                print(f"step {done}/{t.n_iters}  loss {mean_loss:.4f}  {record['images_per_s']:.0f} images/s",
+                      flush=True)  # fmt: skip
             if is_main:
                 append_log(log_path, record)
                 if writer is not None:
