@@ -24,9 +24,10 @@ import torch
 
 import scoresde as sd
 from scoresde import metrics
-from scoresde.build import build_score, data_shape, load_dataset, load_for_inference
+from scoresde.build import build_score, data_shape, load_dataset
 from scoresde.data import data_levels, to_levels
 from scoresde.features import digits_features, load_digits_classifier
+from scoresde.model import load_for_inference
 from scoresde.plotting import save_line_plot
 from scoresde.sampling import optimize_grid
 

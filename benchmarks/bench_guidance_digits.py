@@ -28,12 +28,13 @@ import torch
 
 import scoresde as sd
 from scoresde import metrics
-from scoresde.build import build_score, load_dataset, load_for_inference
+from scoresde.build import build_score, load_dataset
 from scoresde.classifier import load_classifier
 from scoresde.data import data_levels, to_levels
 from scoresde.features import digits_features
 from scoresde.guidance import classifier_free_guided, classifier_guided
 from scoresde.inverse import colorize, inpaint
+from scoresde.model import load_for_inference
 from scoresde.plotting import save_image_grid
 from scoresde.toy import GaussianMixture, sample_mixtures
 

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from scoresde.build import build_score, load_for_inference
+from scoresde.build import build_score
+from scoresde.model import load_for_inference
 from scoresde.official import convert_official, load_official
 
 ROOT = Path(__file__).parents[1]

@@ -525,9 +525,10 @@ def timing_section(cases: list[Case], problems: dict, results: dict, repeats: in
 def digits_section(cases: list[Case], checkpoint: Path, n: int, seed: int, nfes=(10, 20)) -> list[str]:
     """FD (digits-classifier features, against the test digits) of ``n`` samples per method."""
     from scoresde import metrics
-    from scoresde.build import build_score, data_shape, load_dataset, load_for_inference
+    from scoresde.build import build_score, data_shape, load_dataset
     from scoresde.data import data_levels, to_levels
     from scoresde.features import digits_features
+    from scoresde.model import load_for_inference
 
     cfg, sde, model = load_for_inference(checkpoint)
     score = build_score(model, sde, cfg)

@@ -35,9 +35,10 @@ import torch
 
 import scoresde as sd
 from scoresde import metrics
-from scoresde.build import build_score, data_shape, load_dataset, load_for_inference
+from scoresde.build import build_score, data_shape, load_dataset
 from scoresde.data import data_levels, to_levels, to_unit
 from scoresde.features import digits_features, load_digits_classifier
+from scoresde.model import load_for_inference
 from scoresde.plotting import save_image_grid
 
 ROOT = Path(__file__).parents[1]

@@ -32,7 +32,8 @@ CASES = [
 def child(checkpoint: str, index: int, n: int) -> None:
     import torch
 
-    from scoresde.build import build_score, data_shape, load_for_inference
+    from scoresde.build import build_score, data_shape
+    from scoresde.model import load_for_inference
     from scoresde.sampling import sample
 
     torch.set_num_threads(2)

@@ -12,6 +12,7 @@ import scoresde as sd
 import scoresde.build
 import scoresde.checkpoint
 import scoresde.classifier
+import scoresde.model
 from scoresde.checkpoint import list_checkpoints, load_checkpoint
 from scoresde.classifier import (
     NoisyClassifier,
@@ -193,7 +194,7 @@ def test_score_and_classifier_runs_never_share_a_workdir(tmp_path, toy_classifie
     with pytest.raises(scoresde.checkpoint.CheckpointError, match="score model checkpoint"):
         load_classifier(tmp_path / "checkpoints")
     with pytest.raises(scoresde.checkpoint.CheckpointError, match="classifier checkpoint, not a score model"):
-        scoresde.build.load_for_inference(workdir / "checkpoints")
+        scoresde.model.load_for_inference(workdir / "checkpoints")
 
 
 def test_accuracy_at_times_counts_argmax_hits():

@@ -15,21 +15,15 @@ import torch
 
 import scoresde.build
 import scoresde.checkpoint
-from scoresde.build import (
-    ARCHS,
-    DATASETS,
-    LOSSES,
-    SDES,
-    build_sde,
-    check_config,
-    parse_sampler_options,
-    pick_device,
-)
+from scoresde.build import ARCHS, DATASETS, LOSSES, SDES, build_sde
 from scoresde.checkpoint import LOCK_NAME, list_checkpoints, load_checkpoint, workdir_lock
 from scoresde.cli import main
 from scoresde.config import ConfigError, load_config
+from scoresde.devices import pick_device
+from scoresde.sampling.options import parse_sampler_options
 from scoresde.sde import VESDE, VPSDE, SubVPSDE
 from scoresde.train import train
+from scoresde.validation import check_config
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"

@@ -15,7 +15,8 @@ import scoresde as sd
 import scoresde.build
 import scoresde.checkpoint
 import scoresde.classifier
-from scoresde.build import build_model, build_score, check_config, load_dataset
+import scoresde.model
+from scoresde.build import build_model, build_score, load_dataset
 from scoresde.checkpoint import load_checkpoint
 from scoresde.cli import main
 from scoresde.config import ConfigError, load_config
@@ -25,6 +26,7 @@ from scoresde.nets import NCSNpp, TimeMLP, count_parameters, ddpm_cifar10, ddpmp
 from scoresde.score import ModelScore
 from scoresde.toy import demo_mixture
 from scoresde.train import train
+from scoresde.validation import check_config
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -333,7 +335,7 @@ def test_a_few_steps_of_the_conditional_digits_config(tmp_path):
                                                         "training.log_every=1", "sampling.steps=3"])  # fmt: skip
     ckpt = train(cfg, tmp_path, progress=False)
     assert (tmp_path / "samples" / "step_00000002.png").is_file()
-    _, sde, model = scoresde.build.load_for_inference(ckpt)
+    _, sde, model = scoresde.model.load_for_inference(ckpt)
     score = build_score(model, sde, cfg)
     x = sd.sample(sde, classifier_free_guided(score, torch.arange(10), 2.0), (10, 1, 8, 8), sampler="ddim", steps=3)
     assert x.shape == (10, 1, 8, 8) and bool(torch.isfinite(x).all())

@@ -16,9 +16,10 @@ from torch import nn
 
 import scoresde as sd
 import scoresde.checkpoint as checkpoint_module
-from scoresde.build import build_sde, load_for_inference
+from scoresde.build import build_sde
 from scoresde.cli import main
 from scoresde.config import load_config
+from scoresde.model import load_for_inference
 from scoresde.toy import mixture_errors
 from scoresde.train import train
 from tests.test_evaluate import CONFIGS

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde.build import build_model, build_score, load_for_inference
+from scoresde.build import build_model, build_score
 from scoresde.checkpoint import CheckpointError, load_checkpoint, prefixed
 from scoresde.cli import main
+from scoresde.model import load_for_inference
 from scoresde.official import (
     PRESETS,
     convert_official,

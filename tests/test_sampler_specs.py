@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.build import check_sampler_options
 from scoresde.sampling import SAMPLERS, run_steps
+from scoresde.sampling.options import check_sampler_options
 from scoresde.sampling.spec import DEFAULT_SPEC, OptionRule, SamplerSpec, declare, spec_of
 from scoresde.toy import demo_mixture
 

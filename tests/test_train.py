@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scoresde.build import build_model, build_score, load_for_inference
+from scoresde.build import build_model, build_score
 from scoresde.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -23,6 +23,7 @@ from scoresde.checkpoint import (
 )
 from scoresde.cli import main
 from scoresde.config import ConfigError, load_config, parse_override
+from scoresde.model import load_for_inference
 from scoresde.nets import count_parameters
 from scoresde.sampling import sample
 from scoresde.toy import demo_mixture, mixture_errors

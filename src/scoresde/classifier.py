@@ -45,14 +45,10 @@ from .build import (
     DATASETS,
     build_sde,
     check_choice,
-    check_class_count,
-    check_data_config,
-    check_labels,
     check_labels_exist,
     data_shape,
     load_dataset,
     model_batch,
-    pick_device,
     same_process,
     with_absolute_root,
 )
@@ -74,10 +70,12 @@ from .checkpoint import (
     workdir_lock,
 )
 from .config import Config, check_ranges, stored_config
+from .devices import pick_device
 from .losses import training_noise
 from .nets.layers import GaussianFourierProjection, ResnetBlockDDPM, conv, dense, group_norm
 from .plotting import atomic_write, check_writable_dir
 from .sde import SDE
+from .validation import check_class_count, check_data_config, check_labels
 
 CLASSIFIER_OUTPUTS = ("log.jsonl", "accuracy.json")
 """What a classifier run writes besides its checkpoints (deleted by ``overwrite``)."""

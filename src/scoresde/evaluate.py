@@ -35,14 +35,14 @@ import torch
 from torch import Tensor
 
 from . import metrics
-from .build import data_shape, is_adaptive, load_dataset
+from .build import data_shape, load_dataset
 from .checkpoint import Checkpoint
 from .config import Config
 from .data import ImageData, data_levels, to_levels, toy_data
 from .distributed import finish, gather_cat, init_from_env, shard
 from .likelihood import bits_per_dim, log_likelihood
 from .noise import LIKELIHOOD_DRAWS, SampleNoise
-from .sampling import ADAPTIVE_STEPS, default_grid, sample
+from .sampling import ADAPTIVE_STEPS, default_grid, is_adaptive, sample
 from .score import ScoreModel, as_score_model
 from .sde import SDE
 

@@ -88,3 +88,13 @@ def load(
         a :class:`ScoreModel`: ``model(x, t)`` is the score; ``scoresde.sample(model, n=...)`` samples it.
     """
     return Checkpoint.open(path, data_root=data_root).load(ema=ema, device=device)
+
+
+def load_for_inference(
+    path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu", data_root: str | Path | None = None
+) -> tuple[Config, SDE, nn.Module]:
+    """Rebuild ``(config, sde, network)`` from a checkpoint, with the EMA weights by default; ``data_root``
+    replaces the config's ``data.root``. :func:`scoresde.load` gives the same as one
+    :class:`~scoresde.score.ScoreModel` (``model.config``, ``model.sde``, ``model.net``)."""
+    model = Checkpoint.open(path, data_root=data_root).load(ema=use_ema, device=device)
+    return model.config, model.sde, model.net

@@ -446,7 +446,8 @@ def _levels(config: str | Path | Mapping[str, Any]) -> tuple[float, float, int]:
 
 
 def _build(cfg: Config) -> tuple[SDE, NCSNpp]:
-    from .build import build_model, build_sde, check_config
+    from .build import build_model, build_sde
+    from .validation import check_config
 
     check_config(cfg, training=False, data=False)
     return build_sde(cfg), build_model(cfg)

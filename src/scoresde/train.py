@@ -31,12 +31,9 @@ from .build import (
     build_score,
     build_sde,
     build_training_noise,
-    check_config,
-    check_labels,
     data_shape,
     load_dataset,
     model_batch,
-    pick_device,
     same_process,
     with_absolute_root,
 )
@@ -57,10 +54,12 @@ from .checkpoint import (
 )
 from .config import Config, stored_config
 from .data import data_levels, to_picture
+from .devices import pick_device
 from .distributed import init_from_env
 from .losses import drop_labels
 from .plotting import check_writable_dir, save_image_grid, save_line_plot, save_scatter_grid
 from .sde import SDE
+from .validation import check_config, check_labels
 
 
 # -- EMA --------------------------------------------------------------------------------------

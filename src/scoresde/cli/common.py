@@ -13,9 +13,10 @@ def inference_setup(args, suffixes: tuple[str, ...], data: bool = False):
     """Checks shared by ``sample`` and ``likelihood``, all before any work: the output path, the
     device, the checkpoint (opened once: its header) and, with ``data``, the dataset's files.
     Returns ``(checkpoint, config, device)``; ``checkpoint.load`` then reads the weights once."""
-    from ..build import check_config, pick_device
     from ..checkpoint import Checkpoint
+    from ..devices import pick_device
     from ..plotting import check_output_file
+    from ..validation import check_config
 
     if args.out is not None:
         check_output_file(args.out, suffixes, "--out")
@@ -26,7 +27,8 @@ def inference_setup(args, suffixes: tuple[str, ...], data: bool = False):
 
 def grid_choice(args, path: Path, cfg, sampler: str, options: dict) -> tuple[str | list[float] | None, float | None]:
     """``--grid`` and ``--rho`` checked against the sampler and the checkpoint, before the model loads."""
-    from ..build import build_sde, is_adaptive
+    from ..build import build_sde
+    from ..sampling import is_adaptive
     from .grids import resolve_grid
 
     if is_adaptive(sampler, options) and (args.grid is not None or args.rho is not None):

@@ -95,9 +95,9 @@ def configs_command(args) -> int:
 
 
 def init_config_command(args) -> int:
-    from ..build import check_config
     from ..config import from_dict, tomllib
     from ..plotting import check_output_file
+    from ..validation import check_config
 
     out = Path(args.out)
     check_output_file(out, (".toml",), "--out")

@@ -56,10 +56,10 @@ def add_parsers(sub) -> None:
 
 
 def evaluate_command(args) -> int:
-    from ..build import check_sampler_options, is_adaptive, parse_sampler_options
     from ..evaluate import evaluate, summary, write_report
     from ..plotting import check_output_file
-    from ..sampling import ADAPTIVE_STEPS
+    from ..sampling import ADAPTIVE_STEPS, is_adaptive
+    from ..sampling.options import check_sampler_options, parse_sampler_options
 
     ckpt, cfg, device = inference_setup(args, (".json",), data=True)
     if args.samples_out is not None:

@@ -46,10 +46,12 @@ def add_parsers(sub) -> None:
 def optimize_grid_command(args) -> int:
     import torch
 
-    from ..build import check_config, parse_sampler_options, pick_device
     from ..checkpoint import Checkpoint
+    from ..devices import pick_device
     from ..sampling import SAMPLERS
     from ..sampling.optimize import check_optimize_arguments, grid_dir, grid_info, optimize_grid, save_grid
+    from ..sampling.options import parse_sampler_options
+    from ..validation import check_config
 
     if args.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")

@@ -101,10 +101,10 @@ def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Any] | None:
 
 
 def sample_command(args) -> int:
-    from ..build import is_adaptive, parse_sampler_options
     from ..distributed import finish, gather_cat, init_from_env, shard
     from ..noise import SampleNoise
-    from ..sampling import ADAPTIVE_STEPS, sample
+    from ..sampling import ADAPTIVE_STEPS, is_adaptive, sample
+    from ..sampling.options import parse_sampler_options
 
     ckpt, cfg, device = inference_setup(args, (".png", ".npz"))
     plan = _guidance_plan(args, cfg, ckpt.path)

@@ -140,9 +140,10 @@ def _tolerances(p: argparse.ArgumentParser, positive_float) -> None:
 def _setup(args, suffixes: tuple[str, ...]):
     """Every check before the model is loaded: output, device, checkpoint header (the checkpoint is opened once).
     Returns ``(checkpoint, cfg, device)``."""
-    from ..build import check_config, pick_device
     from ..checkpoint import Checkpoint
+    from ..devices import pick_device
     from ..plotting import check_output_file
+    from ..validation import check_config
 
     check_output_file(args.out, suffixes, "--out")
     device = pick_device(args.device)
@@ -220,7 +221,8 @@ def _mask(args, shape: tuple[int, ...], n: int) -> torch.Tensor:
 
 
 def _solver_options(args) -> dict:
-    from ..build import is_adaptive, parse_sampler_options
+    from ..sampling import is_adaptive
+    from ..sampling.options import parse_sampler_options
 
     options = parse_sampler_options(args.sampler, args.option)
     if is_adaptive(args.sampler, options):
