@@ -264,7 +264,7 @@ def test_digits_main_job_smoke(tmp_path, capsys):
     assert main(["train", str(CONFIGS / "digits_vp.toml"), "--workdir", str(work), "--no-progress", *args]) == 0
     assert main(["sample", str(work / "checkpoints"), "--steps", "5", "-n", "16", "--out", str(work / "g.png")]) == 0
     assert main(["sample", str(work / "checkpoints"), "--steps", "5", "-n", "4", "--out", str(work / "g.npz")]) == 0
-    assert main(["likelihood", str(work / "checkpoints"), "--rtol", "1e-2", "--atol", "1e-2"]) == 0
+    assert main(["likelihood", str(work / "checkpoints"), "-n", "40", "--rtol", "1e-2", "--atol", "1e-2"]) == 0
     out = capsys.readouterr().out
     assert "bits/dim" in out and "4.087" in out
     import numpy as np
