@@ -9,7 +9,7 @@ import torch
 import scoresde as sd
 from scoresde.sampling import SAMPLERS, run_steps
 from scoresde.sampling.options import check_sampler_options
-from scoresde.sampling.spec import DEFAULT_SPEC, OptionRule, SamplerSpec, declare, spec_of
+from scoresde.sampling.spec import DEFAULT_SPEC, OptionRule, SamplerSpec, declare, fixed_grid, spec_of
 from scoresde.toy import demo_mixture
 
 EXPECTED = {  # sampler -> (default grid on VP, adaptive with its defaults, evaluations per step)
@@ -70,3 +70,32 @@ def test_a_sampler_of_ones_own_takes_part_through_its_spec():
     assert torch.allclose(gaps, gaps.mean(), rtol=1e-6)  # its declared default grid: equal log-SNR steps
     assert abs(float(x.mean(0)[0]) - float(mixture.weights @ mixture.means[:, 0])) < 0.1
     assert spec_of(lambda *a: None) is DEFAULT_SPEC
+
+
+def test_a_step_factory_becomes_a_sampler_with_the_hooks():
+    """fixed_grid: the factory's options become the sampler's, the hooks are the loop's; the same Heun as above."""
+    sde, mixture = sd.VPSDE(), demo_mixture()
+
+    @fixed_grid(SamplerSpec(evals_per_step=lambda options: 2, whole_steps=True))
+    def heun(sde, ts, *, gain: float = 1.0):
+        def flow(score, x, t):
+            tt = torch.full((x.shape[0],), t, dtype=x.dtype)
+            drift, diffusion = sde.sde(x, tt)
+            return drift - 0.5 * diffusion[:, None] ** 2 * score(x, tt)
+
+        def step(sde, score, x, t, s, generator):
+            d1 = flow(score, x, t)
+            return x + (s - t) * gain * 0.5 * (d1 + flow(score, x + (s - t) * d1, s))
+
+        return step
+
+    assert sd.sampling.sampler_options(heun) == ("gain",) and heun.__name__ == "heun"
+    known = torch.zeros(500, 2)
+    mask = torch.tensor([[1.0, 0.0]])
+    x, nfe = sd.inpaint(sde, mixture.score_fn(sde), known, mask, sampler=heun, steps=31, return_nfe=True)
+    assert nfe == 31 and torch.equal(x[:, 0], known[:, 0])  # the replace hook ran after every step
+    with pytest.raises(ValueError, match="unknown option"):
+        sd.sample(sde, mixture.score_fn(sde), (4, 2), sampler=heun, steps=5, snr=0.1)
+    # the direct call of a built-in sampler keeps its signature: (sde, score_fn, x, ts, *, options, hooks)
+    direct = sd.sampling.ddim(sde, mixture.score_fn(sde), torch.randn(8, 2), [1.0, 0.5, 0.01], eta=0.0)
+    assert direct.shape == (8, 2)

@@ -241,6 +241,8 @@ def sample(
     if adaptive and (callback is not None or replace is not None):
         raise ValueError("the adaptive rk45 solver has no fixed steps for callback/replace hooks; "
                          "use method='euler'|'heun'|'rk4' or another fixed-grid sampler")  # fmt: skip
+    stepper = spec_of(fn).stepper
+    takes_budget = stepper is not None and "budget" in inspect.signature(stepper).parameters
     chunk = shape[0] if batch_size is None else int(batch_size)
     parts, nfe = [], 0
     for lo in range(0, shape[0], chunk):
@@ -258,7 +260,11 @@ def sample(
             extra["rows"] = slice(lo, hi)
         if "budget" in params:
             extra["budget"] = evals
-        x = fn(sde, counted, x, ts, **options, **extra)
+        if stepper is not None:  # a fixed-grid sampler: its steps run here, through the one loop with the hooks
+            step = stepper(sde, ts, **options, **({"budget": evals} if takes_budget else {}))
+            x = run_steps(step, sde, counted, x, ts, gen, progress, callback, replace, slice(lo, hi))
+        else:
+            x = fn(sde, counted, x, ts, **options, **extra)
         if denoise:
             x = x0_from_score(sde, x, eps, counted(x, sde._time(eps, x)))
             if replace is not None:

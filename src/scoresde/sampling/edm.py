@@ -15,13 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from .._checks import randn_like
 from ..sde import SDE, ScoreFn
-from .loop import Callback, ReplaceFn, run_steps
-from .spec import NON_NEGATIVE, SamplerSpec, declare
+from .loop import StepFn
+from .spec import NON_NEGATIVE, SamplerSpec, fixed_grid
 
 
 def _check_churn(churn: float, churn_min: float, churn_max: float, churn_noise: float) -> None:
@@ -32,24 +31,17 @@ def _check_churn(churn: float, churn_min: float, churn_max: float, churn_noise: 
         raise ValueError(f"churn_max must be a number >= churn_min={churn_min}, got {churn_max!r}")
 
 
-@declare(SamplerSpec(grid="karras", evals_per_step=lambda options: 2, whole_steps=True,
+@fixed_grid(SamplerSpec(grid="karras", evals_per_step=lambda options: 2, whole_steps=True,
                     rules={"churn": NON_NEGATIVE, "churn_min": NON_NEGATIVE, "churn_noise": NON_NEGATIVE}))  # fmt: skip
 def edm_heun(
     sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
     ts: Sequence[float],
     *,
     churn: float = 0.0,
     churn_min: float = 0.0,
     churn_max: float = math.inf,
     churn_noise: float = 1.0,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    callback: Callback | None = None,
-    replace: ReplaceFn | None = None,
-    rows: slice | None = None,
-) -> Tensor:
+) -> StepFn:
     r"""Heun steps in :math:`(\hat x, \hat\sigma)` with optional churn (see the module docstring).
 
     From ``t`` to ``s``: :math:`d = (\hat x - D(\hat x; \hat\sigma_t))/\hat\sigma_t`, Euler
@@ -82,4 +74,4 @@ def edm_heun(
         d_next = (x_next - denoised(score_fn, x_next, s)) / sig_s
         return alpha_s * (x_hat + (0.5 * (sig_s - sig_t)) * (d + d_next))
 
-    return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+    return step

@@ -36,8 +36,8 @@ from torch import Tensor
 
 from .._checks import check_options, randn_like
 from ..sde import SDE, ScoreFn
-from .loop import Callback, ReplaceFn, run_steps
-from .spec import ORDER, OptionRule, SamplerSpec, declare
+from .loop import StepFn
+from .spec import ORDER, OptionRule, SamplerSpec, fixed_grid
 
 PREDICTIONS = ("data", "noise")
 LOWER_ORDER_FINAL_BELOW = 15
@@ -166,8 +166,8 @@ def singlestep_orders(order: int, budget: int) -> list[int]:
     return [order] * full + ([rest] if rest else [])
 
 
-def _dpm(sde, score_fn, x, ts, order, multistep, lower_order_final, prediction, budget, generator, progress,
-         callback, replace, rows):  # fmt: skip
+def _dpm(ts, order, multistep, lower_order_final, prediction, budget) -> StepFn:
+    """The step function of a DPM-Solver(++) run on the grid ``ts``."""
     steps = len(ts) - 1
     if not multistep:
         orders = singlestep_orders(order, budget) if budget is not None else [order] * steps
@@ -179,7 +179,7 @@ def _dpm(sde, score_fn, x, ts, order, multistep, lower_order_final, prediction, 
         def single(sde, score_fn, x, t, s, generator):
             return singlestep_update(sde, score_fn, x, t, s, next(index), prediction)
 
-        return run_steps(single, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+        return single
     history: list[tuple[float, Tensor]] = []
     state = {"index": 0}
 
@@ -191,7 +191,7 @@ def _dpm(sde, score_fn, x, ts, order, multistep, lower_order_final, prediction, 
         state["index"] += 1
         return multistep_update(x, ft, fs, history, k)
 
-    return run_steps(multi, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+    return multi
 
 
 MULTISTEP = SamplerSpec(
@@ -202,23 +202,16 @@ MULTISTEP = SamplerSpec(
 """DPM-Solver and DPM-Solver++: a multistep run takes one evaluation a step, a singlestep one ``order``."""
 
 
-@declare(MULTISTEP)
+@fixed_grid(MULTISTEP)
 def dpm_solver_pp(
     sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
     ts: Sequence[float],
     *,
     order: int = 2,
     multistep: bool = True,
     lower_order_final: bool = True,
     budget: int | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    callback: Callback | None = None,
-    replace: ReplaceFn | None = None,
-    rows: slice | None = None,
-) -> Tensor:
+) -> StepFn:
     r"""DPM-Solver++ (Lu et al. 2022): the probability-flow ODE in data prediction :math:`D`.
 
     ``order`` 1 (DDIM), 2 or 3; ``multistep=True`` (Adams-Bashforth-like, one evaluation per
@@ -229,32 +222,23 @@ def dpm_solver_pp(
     :func:`singlestep_update` for the formulas.
     """
     check_solver_options(order, "data")
-    return _dpm(sde, score_fn, x, ts, order, bool(multistep), bool(lower_order_final), "data", budget, generator,
-                progress, callback, replace, rows)  # fmt: skip
+    return _dpm(ts, order, bool(multistep), bool(lower_order_final), "data", budget)
 
 
-@declare(MULTISTEP)
+@fixed_grid(MULTISTEP)
 def dpm_solver(
     sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
     ts: Sequence[float],
     *,
     order: int = 2,
     multistep: bool = True,
     lower_order_final: bool = True,
     budget: int | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    callback: Callback | None = None,
-    replace: ReplaceFn | None = None,
-    rows: slice | None = None,
-) -> Tensor:
+) -> StepFn:
     r"""DPM-Solver (Lu et al. 2022): as :func:`dpm_solver_pp` in noise prediction :math:`\epsilon = -\sigma s_\theta`:
     :math:`x_s = \frac{\alpha_s}{\alpha_t}x_t - \sigma_s(e^{h} - 1)\epsilon_t` at order 1, and so on."""
     check_solver_options(order, "noise")
-    return _dpm(sde, score_fn, x, ts, order, bool(multistep), bool(lower_order_final), "noise", budget, generator,
-                progress, callback, replace, rows)  # fmt: skip
+    return _dpm(ts, order, bool(multistep), bool(lower_order_final), "noise", budget)
 
 
 # -- UniPC -------------------------------------------------------------------------------------------
@@ -283,23 +267,16 @@ def unipc_coefficients(rks: Sequence[float], hh: float, order: int) -> tuple[lis
     return rhos_p, rhos_c
 
 
-@declare(SamplerSpec(grid="log_snr", evals_per_step=lambda options: 1,
+@fixed_grid(SamplerSpec(grid="log_snr", evals_per_step=lambda options: 1,
                     rules={"order": ORDER, "prediction": OptionRule(choices=PREDICTIONS)}))  # fmt: skip
 def unipc(
     sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
     ts: Sequence[float],
     *,
     order: int = 2,
     prediction: str = "data",
     lower_order_final: bool = True,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    callback: Callback | None = None,
-    replace: ReplaceFn | None = None,
-    rows: slice | None = None,
-) -> Tensor:
+) -> StepFn:
     r"""UniPC (Zhao et al. 2023), bh2 variant: a multistep predictor UniP-``order`` and the corrector UniC.
 
     Each step predicts :math:`\tilde x_s = \frac{\sigma_s}{\sigma_t}x_t - \alpha_s\varphi_1 D_t
@@ -342,26 +319,19 @@ def unipc(
         del history[:-3]
         return out
 
-    return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+    return step
 
 
 # -- SDE-DPM-Solver++ ------------------------------------------------------------------------------
-@declare(SamplerSpec(grid="log_snr", evals_per_step=lambda options: 1,
+@fixed_grid(SamplerSpec(grid="log_snr", evals_per_step=lambda options: 1,
                     rules={"order": OptionRule(check=lambda v: v in (1, 2), message="must be 1 or 2")}))  # fmt: skip
 def sde_dpm_solver_pp(
     sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
     ts: Sequence[float],
     *,
     order: int = 2,
     lower_order_final: bool = True,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    callback: Callback | None = None,
-    replace: ReplaceFn | None = None,
-    rows: slice | None = None,
-) -> Tensor:
+) -> StepFn:
     r"""SDE-DPM-Solver++(2M) (Lu et al. 2022): the reverse SDE in data prediction, one evaluation per step.
 
     .. math::
@@ -390,4 +360,4 @@ def sde_dpm_solver_pp(
         out = (fs.scale / ft.scale * math.exp(-h)) * x + (fs.mult * keep) * m0
         return out + (fs.scale * math.sqrt(keep)) * randn_like(x, generator)
 
-    return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+    return step

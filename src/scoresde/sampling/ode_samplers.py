@@ -14,14 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from .._checks import check_options, randn_like
 from ..integrators import ERROR_NORMS, FIXED_METHODS, dopri5, one_step
 from ..sde import SDE, ScoreFn
-from .loop import Callback, ReplaceFn, run_steps
-from .spec import TOLERANCES, OptionRule, SamplerSpec, declare
+from .loop import Callback, ReplaceFn, StepFn, run_steps
+from .spec import TOLERANCES, OptionRule, SamplerSpec, declare, fixed_grid
 
 ODE_METHODS = ("rk45", *FIXED_METHODS)
 
@@ -75,20 +74,13 @@ def ode(
     return run_steps(step, sde, score_fn, x, ts, None, progress, callback, replace, rows)
 
 
-@declare(SamplerSpec(rules={"eta": OptionRule(check=lambda v: 0 <= v <= 1, message="must be in [0, 1]")}))
+@fixed_grid(SamplerSpec(rules={"eta": OptionRule(check=lambda v: 0 <= v <= 1, message="must be in [0, 1]")}))
 def ddim(
     sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
     ts: Sequence[float],
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    callback: Callback | None = None,
-    replace: ReplaceFn | None = None,
-    rows: slice | None = None,
-) -> Tensor:
+) -> StepFn:
     r"""DDIM from ``t`` to ``s`` on each grid step:
 
     .. math::
@@ -111,4 +103,4 @@ def ddim(
             x = x + math.sqrt(var) * randn_like(x, generator)
         return x
 
-    return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+    return step

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from .._checks import check_options, expand_to, randn_like
 from ..sde import SDE, ScoreFn
-from .loop import Callback, ReplaceFn, run_steps
-from .spec import NON_NEGATIVE, POSITIVE, OptionRule, SamplerSpec, declare
+from .loop import StepFn
+from .spec import NON_NEGATIVE, POSITIVE, OptionRule, SamplerSpec, fixed_grid
 
 PredictorFn = Callable[..., Tensor]
 CorrectorFn = Callable[..., Tensor]
@@ -179,13 +179,11 @@ def corrector_alpha(sde: SDE, t_prev: float, t: float) -> float:
 
 
 # -- samplers -----------------------------------------------------------------------
-@declare(SamplerSpec(rules={"predictor": OptionRule(choices=tuple(PREDICTORS)),
-                            "corrector": OptionRule(choices=tuple(CORRECTORS)), "snr": POSITIVE,
-                            "corrector_steps": NON_NEGATIVE}))  # fmt: skip
+@fixed_grid(SamplerSpec(rules={"predictor": OptionRule(choices=tuple(PREDICTORS)),
+                              "corrector": OptionRule(choices=tuple(CORRECTORS)), "snr": POSITIVE,
+                              "corrector_steps": NON_NEGATIVE}))  # fmt: skip
 def pc(
     sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
     ts: Sequence[float],
     *,
     predictor: str | PredictorFn = "reverse_diffusion",
@@ -193,12 +191,7 @@ def pc(
     snr: float = 0.16,
     corrector_steps: int = 1,
     probability_flow: bool = False,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    callback: Callback | None = None,
-    replace: ReplaceFn | None = None,
-    rows: slice | None = None,
-) -> Tensor:
+) -> StepFn:
     """Predictor-corrector sampling (paper Algorithm 1): for each step ``t -> s`` of the grid,
     one predictor step, then ``corrector_steps`` corrector steps at ``s``.
 
@@ -223,31 +216,18 @@ def pc(
             x = correct(sde, score_fn, x, s, snr=snr, n_steps=n_correct, alpha=alpha, generator=generator)
         return x
 
-    return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+    return step
 
 
 def _predictor_only(predictor: str, doc: str) -> Callable[..., Tensor]:
     """A sampler running one predictor and no corrector, with the ``probability_flow`` option."""
 
-    def sampler(
-        sde: SDE,
-        score_fn: ScoreFn,
-        x: Tensor,
-        ts: Sequence[float],
-        *,
-        probability_flow: bool = False,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        callback: Callback | None = None,
-        replace: ReplaceFn | None = None,
-        rows: slice | None = None,
-    ) -> Tensor:
-        return pc(sde, score_fn, x, ts, predictor=predictor, corrector="none", probability_flow=probability_flow,
-                  generator=generator, progress=progress, callback=callback, replace=replace, rows=rows)  # fmt: skip
+    def steps(sde: SDE, ts: Sequence[float], *, probability_flow: bool = False) -> StepFn:
+        return pc.spec.stepper(sde, ts, predictor=predictor, corrector="none", probability_flow=probability_flow)
 
-    sampler.__name__ = sampler.__qualname__ = predictor
-    sampler.__doc__ = doc
-    return sampler
+    steps.__name__ = steps.__qualname__ = predictor
+    steps.__doc__ = doc
+    return fixed_grid(SamplerSpec())(steps)
 
 
 euler_maruyama = _predictor_only(
@@ -260,22 +240,10 @@ reverse_diffusion = _predictor_only(
 )
 
 
-@declare(SamplerSpec())
-def ancestral(
-    sde: SDE,
-    score_fn: ScoreFn,
-    x: Tensor,
-    ts: Sequence[float],
-    *,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    callback: Callback | None = None,
-    replace: ReplaceFn | None = None,
-    rows: slice | None = None,
-) -> Tensor:
+@fixed_grid(SamplerSpec())
+def ancestral(sde: SDE, ts: Sequence[float]) -> StepFn:
     """Ancestral sampling (DDPM's sampler for VP, paper eq. 47 for VE)."""
-    return pc(sde, score_fn, x, ts, predictor="ancestral", corrector="none", generator=generator, progress=progress,
-              callback=callback, replace=replace, rows=rows)  # fmt: skip
+    return pc.spec.stepper(sde, ts, predictor="ancestral", corrector="none")
 
 
 def _lookup(kind: str, value: str | Callable, table: dict) -> Callable | None:

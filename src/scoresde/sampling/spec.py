@@ -10,9 +10,15 @@ process's default grid, fixed steps, ``steps`` counting grid steps, no option ru
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from torch import Tensor
+
+from .loop import StepFn, run_steps
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,9 @@ class SamplerSpec:
             ``budget // evals_per_step`` steps and an odd budget is used whole; otherwise the last step
             takes the remainder (``ceil``).
         rules: ``{option: OptionRule}``, checked before any work.
+        stepper: for a sampler declared with :func:`fixed_grid`, its step factory
+            ``stepper(sde, ts, **options) -> step``; :func:`scoresde.sample` runs the steps through
+            :func:`~scoresde.sampling.loop.run_steps` itself.
     """
 
     grid: str | None = None
@@ -49,6 +58,7 @@ class SamplerSpec:
     evals_per_step: Callable[[Mapping[str, Any]], int] | None = None
     whole_steps: bool = False
     rules: Mapping[str, OptionRule] = field(default_factory=dict)
+    stepper: Callable[..., StepFn] | None = None
 
 
 DEFAULT_SPEC = SamplerSpec()
@@ -63,6 +73,39 @@ def declare(spec: SamplerSpec) -> Callable[[Callable[..., Any]], Callable[..., A
         return fn
 
     return attach
+
+
+_HOOKS = ("generator", "progress", "callback", "replace", "rows")
+
+
+def fixed_grid(spec: SamplerSpec) -> Callable[[Callable[..., StepFn]], Callable[..., Tensor]]:
+    """Declare a fixed-grid sampler by its step factory ``make(sde, ts, *, options...) -> step`` (a step function
+    of :func:`~scoresde.sampling.loop.run_steps`, which may keep state across the steps of one run).
+
+    Returns the public sampler ``sampler(sde, score_fn, x, ts, *, options..., generator, progress, callback,
+    replace, rows)``: the factory's steps run through ``run_steps`` with the hooks, written here once, so no
+    sampler forwards them. The spec (with ``stepper=make``) is attached to it.
+    """
+
+    def wrap(make: Callable[..., StepFn]) -> Callable[..., Tensor]:
+        def sampler(sde, score_fn, x, ts, *, generator=None, progress=False, callback=None, replace=None, rows=None,
+                    **options):  # fmt: skip
+            step = make(sde, ts, **options)
+            return run_steps(step, sde, score_fn, x, ts, generator, progress, callback, replace, rows)
+
+        own = inspect.signature(make).parameters
+        positional = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                      for name in ("sde", "score_fn", "x", "ts")]  # fmt: skip
+        options = [p for p in own.values() if p.kind is p.KEYWORD_ONLY]
+        defaults = {"generator": None, "progress": False, "callback": None, "replace": None, "rows": None}
+        hooks = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name]) for name in _HOOKS]
+        sampler.__signature__ = inspect.Signature([*positional, *options, *hooks])  # type: ignore[attr-defined]
+        sampler.__name__, sampler.__qualname__ = make.__name__, make.__qualname__
+        sampler.__doc__, sampler.__module__ = make.__doc__, make.__module__
+        sampler.spec = dataclasses.replace(spec, stepper=make)  # type: ignore[attr-defined]
+        return sampler
+
+    return wrap
 
 
 def spec_of(fn: Callable[..., Any]) -> SamplerSpec:
