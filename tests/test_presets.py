@@ -60,7 +60,8 @@ def test_an_installed_wheel_trains_a_preset_outside_the_repository(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import scoresde; print(scoresde.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert where.startswith(str(site))  # the wheel, not the repository
-    assert "digits_vp" in run("--help") and "digits_vp" in run("configs")
+    listing = run("--help")  # every preset is named in the help
+    assert all(f"  {name}\n" in listing for name in presets()) and "digits_vp" in run("configs")
     out = run("train", "digits_vp", "--workdir", "d", "--set", "training.n_iters=2", "--set",
               "training.snapshot_every=2", "--set", "training.batch_size=8", "--set", "model.net.nf=8")  # fmt: skip
     assert "trained 2 steps" in out and (work / "d" / "checkpoints").is_dir()

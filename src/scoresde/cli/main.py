@@ -36,7 +36,11 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="scoresde", description="Score-based generative modeling through SDEs.", epilog=EPILOG,
+    from ..config import presets
+
+    listed = "\n".join(f"  {name}" for name in presets())
+    parser = Parser(prog="scoresde", description="Score-based generative modeling through SDEs.",
+                    epilog=f"{EPILOG}\npreset configs (scoresde train NAME --workdir DIR):\n{listed}\n",
                     formatter_class=FORMATTER)  # fmt: skip
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: $OMP_NUM_THREADS when set, else torch's own)")  # fmt: skip
