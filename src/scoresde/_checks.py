@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -107,11 +108,14 @@ def check_finite(x: Tensor, what: str) -> None:
 
 
 def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    """Validate a sample shape ``(B, ...)`` of positive integers."""
+    """Validate a sample shape ``(B, ...)`` of positive integers (a float such as 2.7 is an error, not 2)."""
     try:
-        shape = tuple(int(s) for s in shape)
+        sizes = tuple(shape)
     except TypeError as err:
         raise TypeError(f"shape must be a sequence of ints, got {shape!r}") from err
+    if any(isinstance(s, bool) or not isinstance(s, (int, Integral)) for s in sizes):
+        raise TypeError(f"shape must be a sequence of ints, got {shape!r}")
+    shape = tuple(int(s) for s in sizes)
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (batch, *data_dims) with positive sizes, got {shape}")
     return shape
@@ -160,12 +164,15 @@ def rand_like(x: Tensor, generator: torch.Generator | SampleNoise | None = None)
     return u.to(x.device)
 
 
-def check_number(name: str, value: object, minimum: float, strict: bool = False) -> float:
-    """``value`` as a float; a one-line error unless it is a finite real number ``>= minimum`` (``>`` if ``strict``)."""
+def check_number(name: str, value: object, minimum: float, strict: bool = False, maximum: float | None = None) -> float:
+    """``value`` as a float; a one-line error unless it is a finite real number ``>= minimum`` (``>`` if ``strict``)
+    and, with ``maximum``, ``<= maximum``."""
     bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     if bad or value < minimum or (strict and value == minimum):
         sign = ">" if strict else ">="
         raise ValueError(f"{name} must be a finite number {sign} {minimum:g}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:g}, got {value!r}")
     return float(value)
 
 

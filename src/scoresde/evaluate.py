@@ -75,13 +75,16 @@ def evaluate(
     across the processes; every process returns the same report and all samples. ``data_root``
     replaces the checkpoint's ``data.root``.
     """
+    for name, value in (("n", n), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"evaluate's {name} must be an integer, got {value!r}")  # 10.7 is not 10
     model = _model(checkpoint, use_ema, device, data_root)
     cfg, sde = model.config, model.sde
     ev = cfg.eval
     sampler = sampler or cfg.sampling.sampler
     options = dict(cfg.sampling.options if sampler == cfg.sampling.sampler and options is None else options or {})
-    n = ev.n if n is None else int(n)
-    batch_size = ev.batch_size if batch_size is None else int(batch_size)
+    n = ev.n if n is None else n
+    batch_size = ev.batch_size if batch_size is None else batch_size
     likelihood = ev.likelihood if likelihood is None else bool(likelihood)
     inception = inception or ev.inception or None
     if n < 2 or batch_size < 1:

@@ -36,6 +36,13 @@ ClassifierFn = Callable[[Tensor, Tensor], Tensor]
 """``classifier_logp(x, t) -> [B, K]`` log-probabilities of the K classes at time ``t``."""
 
 
+MAX_SCALE = 1000.0
+"""The largest guidance weight taken: above it the guided score swamps the model's (samples of 1e30 for 1e30), a
+typo rather than a recipe (classifier-free guidance is used up to about 20, classifier guidance up to about 100)."""
+LOGP_TOLERANCE = 1e-3
+"""How far from 1 the classifier's probabilities may sum (checked once, at the first call)."""
+
+
 def classifier_guided(score_fn: ScoreFn, classifier_logp: ClassifierFn, y: int | Tensor, scale: float = 1.0) -> ScoreFn:
     r"""The guided score :math:`s(x, t) + w\,\nabla_x \log p_t(y \mid x)`.
 
@@ -49,14 +56,14 @@ def classifier_guided(score_fn: ScoreFn, classifier_logp: ClassifierFn, y: int |
     """
     if not callable(score_fn) or not callable(classifier_logp):
         raise TypeError("score_fn and classifier_logp must be callables (x, t) -> tensor")
-    check_number("scale", scale, minimum=0.0)
+    check_number("scale", scale, minimum=0.0, maximum=MAX_SCALE)
     if isinstance(y, bool) or not isinstance(y, (int, Tensor)):
         raise TypeError(f"y must be an int or a [B] integer tensor, got {type(y).__name__}")
     if isinstance(y, Tensor) and (y.ndim != 1 or y.is_floating_point() or y.dtype == torch.bool):
         raise ValueError(f"y must be an int or a [B] integer tensor, got {y.dtype} of shape {tuple(y.shape)}")
     if isinstance(y, int) and y < 0:
         raise ValueError(f"y must be a class index >= 0, got {y}")
-    checked: set[int] = set()
+    checked: set[int | str] = set()
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         score = score_fn(x, t)
@@ -66,6 +73,13 @@ def classifier_guided(score_fn: ScoreFn, classifier_logp: ClassifierFn, y: int |
             xg = x.detach().requires_grad_(True)
             logp = classifier_logp(xg, t)
             labels = _labels(y, logp, x, checked)
+            if "log-probabilities" not in checked:  # one host sync, at the first call only
+                total = torch.logsumexp(logp.detach().double(), dim=1)
+                if not bool((total.abs() <= LOGP_TOLERANCE).all()):
+                    raise ValueError("classifier_logp must return log-probabilities (a log_softmax: each row's "
+                                     f"exp sums to 1); its rows' exp sum to {float(total.exp().min()):.4g} .. "
+                                     f"{float(total.exp().max()):.4g}")  # fmt: skip
+                checked.add("log-probabilities")
             chosen = logp.gather(1, labels[:, None]).sum()
             if not chosen.requires_grad:
                 raise ValueError("classifier_logp has no autograd path to x (computed under no_grad or detached)")
@@ -75,7 +89,7 @@ def classifier_guided(score_fn: ScoreFn, classifier_logp: ClassifierFn, y: int |
     return guided
 
 
-def _labels(y: int | Tensor, logp: Tensor, x: Tensor, checked: set[int]) -> Tensor:
+def _labels(y: int | Tensor, logp: Tensor, x: Tensor, checked: set[int | str]) -> Tensor:
     """``y`` as ``[B]`` int64 labels on ``x``'s device, checked against the classifier's output once."""
     batch = x.shape[0]
     if not isinstance(logp, Tensor) or logp.ndim != 2 or logp.shape[0] != batch:
@@ -117,7 +131,7 @@ def classifier_free_guided(model_score: ScoreFn, y: int | Tensor, scale: float =
     """
     if not callable(model_score):
         raise TypeError(f"model_score must be a callable score(x, t, y=labels), got {type(model_score).__name__}")
-    check_number("scale", scale, minimum=0.0)
+    check_number("scale", scale, minimum=0.0, maximum=MAX_SCALE)
     num_classes = getattr(model_score, "num_classes", None)
     if num_classes is None:
         raise ValueError("classifier-free guidance needs a class-conditional model (trained with "

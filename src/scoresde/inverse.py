@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_number, check_shape, expand_to, randn_like
+from .guidance import MAX_SCALE
 from .noise import SampleNoise
 from .operators import ChannelMean, LinearOperator, MaskOperator, as_operator
 from .sampling import sample
@@ -186,7 +187,7 @@ def solve_inverse(
     data_shape = check_shape((1, *shape))[1:]
     op.check(data_shape, y)
     noise_std = check_number("noise_std", noise_std, minimum=0.0)
-    scale = check_number("scale", scale, minimum=0.0)
+    scale = check_number("scale", scale, minimum=0.0, maximum=MAX_SCALE)
     data_var = check_number("data_var", data_var, minimum=0.0, strict=True)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(map(repr, METHODS))}")

@@ -7,6 +7,8 @@ import argparse
 import math
 import sys
 
+from ..guidance import MAX_SCALE
+
 DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (default auto: the GPU when there is one, else the CPU)"
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -63,8 +65,8 @@ def guidance_scale(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    if not (math.isfinite(value) and 0 <= value <= MAX_SCALE):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (at most {MAX_SCALE:g}), got {text!r}")
     return value
 
 

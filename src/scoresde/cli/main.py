@@ -14,6 +14,8 @@ import torch
 from . import configs, evaluate, figures, grids, likelihood, official, sample, tasks, training
 from .args import FORMATTER, Parser, positive_int
 
+WRITES_CHECKPOINTS = ("train", "train-classifier", "convert-official")
+"""The commands that write checkpoints as they go (every other command writes its output once, at the end)."""
 MODULES = (training, sample, likelihood, evaluate, tasks, grids, official, configs, figures)
 COMMANDS = {name: handler for module in MODULES for name, handler in module.COMMANDS.items()}
 
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scoresde {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"scoresde {args.command}: interrupted (checkpoints written so far are intact)", file=sys.stderr)
+        kept = "checkpoints written so far are intact" if args.command in WRITES_CHECKPOINTS else "nothing was written"
+        print(f"scoresde {args.command}: interrupted ({kept})", file=sys.stderr)
         return 130
 
 

@@ -214,6 +214,7 @@ def sample(
     if unknown:
         name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", "sampler")
         raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; it accepts {list(allowed)}")
+    _check_option_values(fn, sampler if isinstance(sampler, str) else getattr(fn, "__name__", "sampler"), options)
     adaptive = is_adaptive(fn, options)
     grid = default_grid(fn, sde) if grid is None else grid
     ts, evals = _grid(sde, fn, steps, eps, grid, rho, denoise, adaptive, options)
@@ -362,6 +363,26 @@ def budget_steps(sampler: str | Callable[..., Tensor], budget: int, denoise: boo
         raise ValueError(f"steps={budget} is below this solver's least NFE budget, {least} (steps counts "
                          "score evaluations here, the final denoising one included)")  # fmt: skip
     return grid_steps, evals
+
+
+def _check_option_values(fn: Callable[..., Tensor], name: str, options: dict) -> None:
+    """The options' types, before any work: a boolean option takes only True/False (``"no"`` is not False), an
+    integer option only an integer, a named choice one of the sampler's declared choices (a function where a name is
+    expected, a predictor of one's own, passes); the samplers check their numbers' ranges themselves."""
+    params = inspect.signature(fn).parameters
+    rules = spec_of(fn).rules
+    for key, value in options.items():
+        default, rule, suffix = params[key].default, rules.get(key), f" for sampler {name!r}, got {value!r}"
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{key} must be True or False{suffix}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        integer = number and isinstance(value, int)
+        if isinstance(default, int) and not isinstance(default, bool) and not integer:
+            raise ValueError(f"{key} {rule.message if rule is not None and rule.message else 'must be an integer'}"
+                             f"{suffix}")  # fmt: skip
+        if rule is not None and rule.choices is not None and isinstance(value, str) and value not in rule.choices:
+            raise ValueError(f"unknown {key} {value!r} for sampler {name!r}; choose one of "
+                             f"{', '.join(map(repr, rule.choices))}")  # fmt: skip
 
 
 def _check_generator(generator: object) -> None:
