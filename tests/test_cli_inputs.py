@@ -58,6 +58,8 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the command did expensive work before rejecting its input")
 
+    import scoresde.evaluate  # loaded before the patch: it binds load_dataset at import, and must bind the real one
+
     monkeypatch.setattr(scoresde.checkpoint.Checkpoint, "tensors", forbidden)
     monkeypatch.setattr(scoresde.build, "load_dataset", forbidden)
 

@@ -20,54 +20,36 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
+def _parsed(text: str, cast, ok, need: str):
+    """``cast(text)`` when it parses and ``ok`` holds, else the usage error ``must be {need}, got {text!r}``."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _parsed(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+    return _parsed(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+    return _parsed(text, float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 
 
 def seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return value
+    return _parsed(text, int, lambda v: 0 <= v < 2**63, "a non-negative integer")
 
 
 def guidance_scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 <= value <= MAX_SCALE):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 (at most {MAX_SCALE:g}), got {text!r}")
-    return value
+    return _parsed(text, float, lambda v: math.isfinite(v) and 0 <= v <= MAX_SCALE,
+                   f"a number >= 0 (at most {MAX_SCALE:g})")  # fmt: skip
 
 
 def class_choice(text: str) -> int | str:
