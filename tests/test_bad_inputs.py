@@ -25,6 +25,17 @@ class Conditional(torch.nn.Module):
         return -sigma * self.score(x, label)
 
 
+class Pointwise(torch.nn.Module):
+    """A one-layer 'network' net(x, t) for checks that need a ScoreModel but no trained weights."""
+
+    def __init__(self, channels: int = 3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x, t):
+        return self.conv(x)
+
+
 def test_guidance_weights_are_bounded():
     sde, mixture = sd.VPSDE(), demo_mixture()
     score = sd.ModelScore(Conditional(mixture, sde), sde)
@@ -80,3 +91,40 @@ def test_ctrl_c_says_what_was_kept(command, said, monkeypatch, capsys):
     args = ["sample", "ckpt"] if command == "sample" else ["train", "toy_mixture", "--workdir", "w"]
     assert main(args) == 130
     assert capsys.readouterr().err.strip() == f"scoresde {command}: interrupted ({said})"
+
+
+def test_inputs_outside_the_models_range_are_refused():
+    """A ScoreModel knows its data range: inpaint and colorize refuse pixels or levels given in place of model-space
+    values (a plain score function has no range, so nothing is checked)."""
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(Pointwise(), sde, data_shape=(3, 4, 4), data_range=(-1.0, 1.0))
+    gray = torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"gray has values in \[1e\+06, 1e\+06\], outside the model's data range"):
+        sd.colorize(model, gray + 1e6, steps=2)
+    with pytest.raises(ValueError, match="x_known has values in"):
+        sd.inpaint(model, torch.full((2, 3, 4, 4), 200.0), torch.ones(1, 3, 4, 4), steps=2)
+    assert sd.colorize(model, gray + 1.2, steps=2, sampler="ddim").shape == (2, 3, 4, 4)  # within the slack
+
+
+def test_noiseless_measurements_that_no_sample_meets_are_refused():
+    sde, mixture = sd.VPSDE(), demo_mixture()
+    with pytest.raises(ValueError, match=r"no x satisfies A x = y for measurement row 0 .*noise_std > 0"):
+        sd.solve_inverse(sde, mixture.score_fn(sde), torch.full((4, 1), -1.5), torch.zeros(1, 2), steps=5)
+    A = torch.tensor([[1.0, 1.0]])  # consistent: x1 + x2 = y has solutions
+    x = sd.solve_inverse(sde, mixture.score_fn(sde), torch.full((4, 1), -1.5), A, steps=5)
+    torch.testing.assert_close(x.sum(1), torch.full((4,), -1.5))
+
+
+def test_a_resume_with_another_dataset_or_recipe_is_refused(tmp_path):
+    from scoresde.config import load_config
+    from scoresde.train import train
+
+    base = ["training.n_iters=4", "training.snapshot_every=2", "training.batch_size=16", "data.toy_size=64"]
+    train(load_config("toy_mixture", base), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"another config \(data.toy \('mixture' -> 'moons'\)\); a resume may change"):
+        train(load_config("toy_mixture", [*base, "data.toy=moons"]), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"training.lr .*training.n_iters"):
+        train(load_config("toy_mixture", [*base, "training.lr=0.5"]), tmp_path, progress=False)
+    longer = train(load_config("toy_mixture", [*base, "training.n_iters=6", "training.log_every=1"]), tmp_path,
+                   progress=False)  # fmt: skip
+    assert longer.name == "checkpoint_00000006.safetensors"

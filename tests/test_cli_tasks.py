@@ -115,6 +115,9 @@ def test_encode_decode_round_trip_and_interpolate(digits_ckpt, tmp_path):
         (["inpaint", "{ckpt}", "--sampler", "ode", "--out", "{tmp}/x.png"], "fixed-grid"),
         (["inpaint", "{ckpt}", "--mask-file", "{tmp}/bad_mask.npy", "--out", "{tmp}/x.png"], "mask-file"),
         (["inpaint", "{ckpt}", "--input", "{tmp}/wrong.npz", "--out", "{tmp}/x.png"], "the model takes"),
+        (["inpaint", "{ckpt}", "--input", "{tmp}/levels200.npz", "--out", "{tmp}/x.png"], "integer levels 0 to 16"),
+        (["inpaint", "{ckpt}", "--input", "{tmp}/levels_half.npz", "--out", "{tmp}/x.png"], "not all integers"),
+        (["inpaint", "{ckpt}", "--input", "{tmp}/samples50.npz", "--out", "{tmp}/x.png"], "outside the model's data"),
         (["encode", "{ckpt}", "--out", "{tmp}/x.png"], "must end in .npz"),
         (["decode", "{ckpt}", "{tmp}/wrong.npz", "--out", "{tmp}/x.png"], "no 'latents'"),
         (["interpolate", "{ckpt}", "--points", "1", "--out", "{tmp}/x.png"], "--points"),
@@ -124,6 +127,9 @@ def test_encode_decode_round_trip_and_interpolate(digits_ckpt, tmp_path):
 def test_bad_input_is_one_line_before_any_work(digits_ckpt, tmp_path, capsys, no_work, args, message):
     np.save(tmp_path / "bad_mask.npy", np.full((8, 8), 0.5))
     np.savez(tmp_path / "wrong.npz", samples=np.zeros((3, 1, 4, 4), np.float32))
+    np.savez(tmp_path / "levels200.npz", levels=np.full((3, 1, 8, 8), 200, np.uint8))  # the digits have 17 levels
+    np.savez(tmp_path / "levels_half.npz", levels=np.full((3, 1, 8, 8), 2.5))
+    np.savez(tmp_path / "samples50.npz", samples=np.full((3, 1, 8, 8), 50.0, np.float32))
     filled = [a.format(ckpt=digits_ckpt, tmp=tmp_path) for a in args]
     assert _run(*filled) == 2
     assert message in _error(capsys)

@@ -107,6 +107,33 @@ def check_finite(x: Tensor, what: str) -> None:
         raise ValueError(f"{what} contains {n_bad} non-finite value(s) (NaN or inf)")
 
 
+# Values beyond the data range by more than this share of its width are not data: for [-1, 1], beyond +-1.5.
+RANGE_SLACK = 0.25
+
+
+def range_bounds(data_range: Sequence[float]) -> tuple[float, float]:
+    """``data_range`` widened by :data:`RANGE_SLACK` of its width on each side (it must be increasing)."""
+    lo, hi = (float(v) for v in data_range)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"data_range must be two finite numbers (lo, hi) with lo < hi, got {tuple(data_range)}")
+    margin = RANGE_SLACK * (hi - lo)
+    return lo - margin, hi + margin
+
+
+def check_in_range(x: Tensor, data_range: Sequence[float] | None, name: str) -> Tensor:
+    """Raise unless every value of ``x`` lies in the model's ``data_range`` (with :data:`RANGE_SLACK`); ``None``: no
+    check. One host sync."""
+    if data_range is None:
+        return x
+    lo, hi = range_bounds(data_range)
+    small, big = (float(v) for v in torch.aminmax(x.detach()))
+    if small < lo or big > hi:
+        raise ValueError(f"{name} has values in [{small:.4g}, {big:.4g}], outside the model's data range "
+                         f"{tuple(float(v) for v in data_range)}: give inputs in model space (the range the data "
+                         "were mapped onto), not levels or pixels")  # fmt: skip
+    return x
+
+
 def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     """Validate a sample shape ``(B, ...)`` of positive integers (a float such as 2.7 is an error, not 2)."""
     try:

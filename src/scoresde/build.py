@@ -10,7 +10,7 @@ imports the trainer.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -192,6 +192,28 @@ def build_sde(cfg: Config) -> SDE:
 def same_process(a: Config, b: Config) -> bool:
     """Whether two configs describe the same forward process (compared as built: unset keys take the defaults)."""
     return repr(build_sde(a)) == repr(build_sde(b))
+
+
+def resume_changes(old: Config, new: Config, read: Sequence[str], allowed: Collection[str]) -> list[str]:
+    """What makes resuming a run of config ``old`` under ``new`` meaningless: the dotted keys of the sections ``read``
+    by the run that differ, except the ``allowed`` ones, and ``"sde"`` when the processes differ as built."""
+    changed = [] if same_process(old, new) else ["sde"]
+    a, b = old.to_dict(), new.to_dict()
+    for section in read:
+        for key in sorted(set(a[section]) | set(b[section])):
+            name = f"{section}.{key}"
+            if name not in allowed and a[section].get(key) != b[section].get(key):
+                changed.append(f"{name} ({a[section].get(key)!r} -> {b[section].get(key)!r})")
+    return changed
+
+
+def check_resume(old: Config, new: Config, path: Path, read: Sequence[str], allowed: Collection[str]) -> None:
+    """A one-line error naming every change that :func:`resume_changes` finds, and the changes a resume allows."""
+    changed = resume_changes(old, new, read, allowed)
+    if changed:
+        raise ValueError(f"{path} was written with another config ({'; '.join(changed)}); a resume may change "
+                         f"only {', '.join(sorted(allowed))}: use a new workdir (or --overwrite to delete the old "
+                         "run)")  # fmt: skip
 
 
 def load_dataset(

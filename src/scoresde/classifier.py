@@ -46,10 +46,10 @@ from .build import (
     build_sde,
     check_choice,
     check_labels_exist,
+    check_resume,
     data_shape,
     load_dataset,
     model_batch,
-    same_process,
     with_absolute_root,
 )
 from .checkpoint import (
@@ -315,16 +315,13 @@ def train_classifier(cfg: Config, workdir: str | Path, resume: bool = True, prog
         return _fit(cfg, workdir, device, resume and not overwrite, progress)
 
 
+CLASSIFIER_RESUMABLE = ("data.root", "classifier.n_iters", "classifier.log_every", "classifier.snapshot_every",
+                        "classifier.keep", "classifier.device", "classifier.eval_times")  # fmt: skip
+"""The config keys a resumed classifier run may change; any other change of the sections it reads is refused."""
+
+
 def _check_same_classifier(saved: dict[str, Any], cfg: Config, path: Path) -> None:
-    old = stored_config(saved)
-
-    def key(c: Config) -> tuple:
-        return c.data.dataset, c.classifier.arch, c.classifier.num_classes, c.classifier.net
-
-    same = same_process(old, cfg) and key(old) == key(cfg)
-    if not same:
-        raise ValueError(f"{path} was written with a different classifier, SDE or dataset; use a new workdir "
-                         f"(or --overwrite to delete the old run)")  # fmt: skip
+    check_resume(stored_config(saved), cfg, path, ("data", "classifier"), CLASSIFIER_RESUMABLE)
 
 
 def _fit(cfg: Config, workdir: Path, device: torch.device, resume: bool, progress: bool) -> tuple[Path, dict]:

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_number, check_shape, expand_to, randn_like
+from ._checks import check_in_range, check_number, check_shape, expand_to, randn_like
 from .guidance import MAX_SCALE
 from .noise import SampleNoise
 from .operators import ChannelMean, LinearOperator, MaskOperator, as_operator
@@ -195,6 +195,8 @@ def solve_inverse(
         raise ValueError("the projection method needs noiseless measurements (noise_std=0); use 'dps' or 'pigdm'")
     if method == "dps" and noise_std == 0:
         raise ValueError("dps needs noisy measurements (noise_std > 0); use 'projection' or 'pigdm' when noiseless")
+    if noise_std == 0:
+        _check_consistent(op, y)
     if sampler_options is not None:
         clash = sorted(set(options) & set(sampler_options))
         if clash:
@@ -255,15 +257,17 @@ def inpaint(
     x_known: Tensor,
     mask: Tensor,
     method: str = "projection",
+    data_range: tuple[float, float] | None = None,
     **kwargs,
 ) -> Tensor | tuple[Tensor, int]:
     """Fill in the unknown values of ``x_known`` (``[B, ...]``; ``mask`` 1 = known, broadcastable to it).
 
     The known values are forward-noised consistently from ``x_T`` on and kept exactly in
     the result, which is denoised everywhere. Takes the arguments of :func:`solve_inverse`
-    (``method``, ``sampler``, ``steps``, ``generator``, ...).
+    (``method``, ``sampler``, ``steps``, ``generator``, ...). ``data_range`` (given by a
+    :class:`scoresde.ScoreModel`; ``None``: unchecked) refuses values that are not model-space data.
     """
-    x_known = _check_measurements(x_known, "x_known")
+    x_known = check_in_range(_check_measurements(x_known, "x_known"), data_range, "x_known")
     op = MaskOperator(mask)
     return solve_inverse(sde, score_fn, x_known, op, method=method, shape=tuple(x_known.shape[1:]), **kwargs)
 
@@ -275,18 +279,36 @@ def colorize(
     gray: Tensor,
     channels: int = 3,
     method: str = "projection",
+    data_range: tuple[float, float] | None = None,
     **kwargs,
 ) -> Tensor | tuple[Tensor, int]:
     """Colour images from grey levels ``gray`` (``[B, 1, H, W]``, the channel mean in model space).
 
     The result ``[B, channels, H, W]`` has exactly the given channel mean. Takes the
-    arguments of :func:`solve_inverse`.
+    arguments of :func:`solve_inverse`; ``data_range`` as for :func:`inpaint`.
     """
-    gray = _check_measurements(gray, "gray")
+    gray = check_in_range(_check_measurements(gray, "gray"), data_range, "gray")
     op = ChannelMean(channels)
     if gray.ndim != 4 or gray.shape[1] != 1:
         raise ValueError(f"gray must have shape [B, 1, H, W], got {tuple(gray.shape)}")
     return solve_inverse(sde, score_fn, gray, op, method=method, shape=(op.channels, *gray.shape[2:]), **kwargs)
+
+
+# A noiseless y is refused when its least-squares solution x = A^+ y misses it by more than this share of |y|.
+CONSISTENCY_RTOL = 1e-2
+
+
+def _check_consistent(op: LinearOperator, y: Tensor) -> None:
+    r"""Raise unless noiseless measurements can be met: :math:`\|AA^+y - y\| \le` ``CONSISTENCY_RTOL`` :math:`\|y\|`
+    for every row (one pseudo-inverse; a ``y`` outside the range of ``A`` has no sample with :math:`Ax = y`)."""
+    with torch.no_grad():
+        miss = (op.forward(op.pinv(y)) - y).reshape(y.shape[0], -1).norm(dim=1)
+        size = y.reshape(y.shape[0], -1).norm(dim=1)
+        worst = int((miss - CONSISTENCY_RTOL * size).argmax())
+        if bool(miss[worst] > CONSISTENCY_RTOL * size[worst]):
+            raise ValueError(f"no x satisfies A x = y for measurement row {worst} (|A A^+ y - y| = "
+                             f"{float(miss[worst]):.3g} of |y| = {float(size[worst]):.3g}): noiseless measurements "
+                             "must lie in the range of A; pass noise_std > 0 for measurements with noise")  # fmt: skip
 
 
 def _check_measurements(y: object, name: str) -> Tensor:

@@ -28,6 +28,7 @@ denoising is Tweedie's formula, :math:`\hat x_0 = (x + \sigma^2 s) / \alpha`.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -347,15 +348,20 @@ def as_score_model(obj: object) -> ScoreModel | None:
 
 def takes_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Let ``fn(sde, score_fn, *args)`` also be called as ``fn(model, *args)`` with a :class:`ScoreModel` (or a
-    compiled / DDP-wrapped one), the model giving both; ``score_fn=`` may still pass a transform of it (e.g. a
-    guided score)."""
+    compiled / DDP-wrapped one), the model giving both (and its ``data_range`` to an ``fn`` that takes one);
+    ``score_fn=`` may still pass a transform of it (e.g. a guided score)."""
 
     @functools.wraps(fn)
     def wrapper(first: Any, *args: Any, **kwargs: Any) -> Any:
-        if as_score_model(first) is None:
+        model = as_score_model(first)
+        if model is None:
             return fn(first, *args, **kwargs)
         score_fn = kwargs.pop("score_fn", first)
-        return fn(as_score_model(first).sde, score_fn, *args, **kwargs)
+        if takes_range:
+            kwargs.setdefault("data_range", model.data_range)
+        return fn(model.sde, score_fn, *args, **kwargs)
+
+    takes_range = "data_range" in inspect.signature(fn).parameters
 
     return wrapper
 

@@ -31,10 +31,10 @@ from .build import (
     build_score,
     build_sde,
     build_training_noise,
+    check_resume,
     data_shape,
     load_dataset,
     model_batch,
-    same_process,
     with_absolute_root,
 )
 from .checkpoint import (
@@ -176,11 +176,14 @@ def _prepare_workdir(workdir: Path, cfg: Config, resume: bool, overwrite: bool) 
                     lambda saved, path: _check_same_run(saved, cfg, path))  # fmt: skip
 
 
+RESUMABLE = ("data.root", "training.n_iters", "training.log_every", "training.snapshot_every", "training.keep",
+             "training.tensorboard", "training.device")  # fmt: skip
+"""The config keys a resumed score-model run may change (where the data live, how long, what it logs and keeps,
+which device); any other change of the sections it reads is refused."""
+
+
 def _check_same_run(saved: dict[str, Any], cfg: Config, path: Path) -> None:
-    old = stored_config(saved)
-    if old.model != cfg.model or old.data.dataset != cfg.data.dataset or not same_process(old, cfg):
-        raise ValueError(f"{path} was written with a different model, SDE or dataset; use a new workdir "
-                         f"(or --overwrite to delete the old run)")  # fmt: skip
+    check_resume(stored_config(saved), cfg, path, ("data", "model", "training"), RESUMABLE)
 
 
 def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: int, resume: bool,

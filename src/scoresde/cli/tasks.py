@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._checks import check_in_range
 from .args import DEVICE_HELP, FORMATTER, positive_float, positive_int, progress_flag, seed, show_progress
 
 # the missing region of each --missing choice, as (rows, columns) slices of an H x W image ("random" aside)
@@ -177,9 +178,11 @@ def _images(args, cfg) -> torch.Tensor:
         with np.load(args.input, allow_pickle=False) as arrays:
             if "samples" in arrays:
                 x = torch.as_tensor(np.asarray(arrays["samples"], dtype=np.float32))
+                check_in_range(x, (lo, hi), f"--input {args.input} 'samples'")
             elif "levels" in arrays:
                 levels = data_levels(cfg.data.dataset)
-                x = lo + (hi - lo) * (torch.as_tensor(arrays["levels"].astype(np.float32)) + 0.5) / levels
+                k = _levels_array(arrays["levels"], levels, f"--input {args.input} 'levels'")
+                x = lo + (hi - lo) * (k + 0.5) / levels
             else:
                 raise ValueError(f"--input {args.input} has neither a 'samples' nor a 'levels' array")
         where = f"--input {args.input}"
@@ -196,6 +199,19 @@ def _images(args, cfg) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{where} contains NaN or inf")
     return x[args.first : args.first + args.n]
+
+
+def _levels_array(values: np.ndarray, levels: int, name: str) -> torch.Tensor:
+    """Integer grey levels ``0 .. levels - 1`` as a float tensor; a one-line error for anything else."""
+    if values.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold numbers (integer levels 0 to {levels - 1}), got dtype {values.dtype}")
+    k = torch.as_tensor(values.astype(np.float64))
+    whole = bool((k == k.round()).all())
+    if k.numel() and not (whole and bool(((k >= 0) & (k <= levels - 1)).all())):
+        got = f"values in [{float(k.min()):g}, {float(k.max()):g}]" + ("" if whole else ", not all integers")
+        raise ValueError(f"{name} must hold integer levels 0 to {levels - 1} (this model's data has {levels}), "
+                         f"got {got}")  # fmt: skip
+    return k.float()
 
 
 def _mask(args, shape: tuple[int, ...], n: int) -> torch.Tensor:
