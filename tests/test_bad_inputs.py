@@ -128,3 +128,72 @@ def test_a_resume_with_another_dataset_or_recipe_is_refused(tmp_path):
     longer = train(load_config("toy_mixture", [*base, "training.n_iters=6", "training.log_every=1"]), tmp_path,
                    progress=False)  # fmt: skip
     assert longer.name == "checkpoint_00000006.safetensors"
+
+
+def test_counts_and_tolerances_are_bounded_before_any_work():
+    sde, mixture = sd.VPSDE(), demo_mixture()
+    calls = []
+
+    def counted(x, t):
+        calls.append(1)
+        return mixture.score_fn(sde)(x, t)
+
+    cases = [
+        (dict(steps=10**9), "steps must be at most 100,000"),
+        (dict(sampler="dpm_solver++", steps=10**9), "must be at most 100,000"),
+        (dict(sampler="pc", steps=3, corrector_steps=10**9), "corrector_steps must be at most 100"),
+        (dict(sampler="ode", rtol=1e-14), r"rtol=1e-14 is below what float32 resolves \(at least 4.8e-07"),
+        (dict(sampler="pc", steps=3, snr=float("inf")), "snr must be a finite number"),
+        (dict(sampler="ddim", steps=3, device="cuda" if not torch.cuda.is_available() else "cuda:99"), "device"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            sd.sample(sde, counted, (4, 2), **kwargs)
+    with pytest.raises(ValueError, match=r"10,000,000,000 samples of shape \(2,\) would take 74.5 GiB"):
+        sd.sample(sde, counted, (10**10, 2), sampler="ddim", steps=3)
+    with pytest.raises(ValueError, match="n must be an integer from 2 to 1,000"):
+        sd.interpolate(sde, counted, torch.zeros(1, 2), torch.ones(1, 2), n=10**9)
+    assert not calls  # every refusal came before the first score evaluation
+    x64 = sd.sample(sde, mixture.score_fn(sde), None, x_init=torch.randn(4, 2, dtype=torch.float64), sampler="ode",
+                    rtol=1e-10, atol=1e-10)  # fmt: skip
+    assert x64.dtype == torch.float64  # float64 resolves far tighter tolerances
+
+
+def test_inputs_far_outside_the_range_are_blamed_not_the_model():
+    sde, mixture = sd.VPSDE(), demo_mixture()
+    with pytest.raises(FloatingPointError, match="inputs as large as 1e\\+30: the inputs are far outside"):
+        sd.sample(sde, mixture.score_fn(sde), None, x_init=torch.full((4, 2), 1e30), sampler="ddim", steps=3)
+
+
+def test_likelihood_inputs_are_checked_before_the_solve():
+    sde, mixture = sd.VPSDE(), demo_mixture()
+    with pytest.raises(TypeError, match="the likelihood needs float32 or float64 data, got torch.bfloat16"):
+        sd.log_likelihood(sde, mixture.score_fn(sde), torch.zeros(4, 2, dtype=torch.bfloat16))
+    levels = torch.randint(0, 256, (2, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"data_range must be two finite numbers \(lo, hi\) with lo < hi"):
+        sd.bits_per_dim(sde, lambda x, t: -x, levels, data_range=(1.0, -1.0))
+    with pytest.raises(ValueError, match="levels must be an integer >= 2"):
+        sd.bits_per_dim(sde, lambda x, t: -x, levels, levels=2.5)
+
+
+def test_losses_refuse_undefined_times_and_non_finite_scores():
+    from scoresde.losses import dsm_loss
+
+    sde, mixture = sd.VPSDE(), demo_mixture()
+    x0 = mixture.sample(8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"t must lie in \(0, T=1.0\]: at t = 0 the data are not noised"):
+        dsm_loss(sde, mixture.score_fn(sde), x0, t=torch.zeros(8))
+    with pytest.raises(FloatingPointError, match="score_fn returned NaN or inf on noised training data"):
+        dsm_loss(sde, lambda x, t: torch.full_like(x, float("nan")), x0)
+    assert torch.isfinite(dsm_loss(sde, mixture.score_fn(sde), x0, t=torch.full((8,), 0.5)))
+
+
+def test_data_with_mismatched_labels_or_levels_is_refused():
+    from scoresde.data import ImageData, to_model
+
+    with pytest.raises(ValueError, match="3 images come with labels of shape \\(5,\\); each image needs exactly one"):
+        ImageData(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), 256, torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"levels_x must hold integer levels 0 to 16 \(levels=17\), got values in"):
+        to_model(torch.full((2, 1, 2, 2), 200), 17)
+    torch.testing.assert_close(to_model(torch.full((1, 1, 1, 1), 16), 17, dequantize=False), torch.full((1, 1, 1, 1),
+                               -1 + 2 * 16.5 / 17))  # fmt: skip

@@ -8,6 +8,7 @@ traceback from deep inside torch.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from numbers import Integral
 
@@ -132,6 +133,27 @@ def check_in_range(x: Tensor, data_range: Sequence[float] | None, name: str) -> 
                          f"{tuple(float(v) for v in data_range)}: give inputs in model space (the range the data "
                          "were mapped onto), not levels or pixels")  # fmt: skip
     return x
+
+
+def memory_limit(device: torch.device | str | None = None) -> int:
+    """Bytes one tensor may take on ``device``: the GPU's total memory, else the machine's physical memory."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no check
+        return 2**62
+
+
+def check_memory(numel: int, dtype: torch.dtype, what: str, device: torch.device | str | None = None) -> None:
+    """Raise before allocating when ``numel`` values of ``dtype`` would not fit in the memory of ``device``."""
+    need = int(numel) * torch.empty((), dtype=dtype).element_size()
+    have = memory_limit(device)
+    if need > have:
+        where = torch.device(device or "cpu").type
+        raise ValueError(f"{what} would take {need / 2**30:.3g} GiB, more than the {have / 2**30:.3g} GiB of memory "
+                         f"of the {where}: ask for fewer (or draw them in several runs)")  # fmt: skip
 
 
 def check_shape(shape: Sequence[int]) -> tuple[int, ...]:

@@ -35,7 +35,7 @@ from safetensors.torch import safe_open as _safe_open
 from torch import Tensor, nn
 
 from .config import stored_config
-from .plotting import atomic_write
+from .plotting import atomic_write, shareable
 
 try:
     import fcntl
@@ -72,9 +72,13 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(contiguous, tmp, metadata=header)
+        try:
+            save_file(contiguous, tmp, metadata=header)
+        except SafetensorError as err:  # safetensors reports a failed write (a full disk) as its own error type
+            raise OSError(f"{path}: the checkpoint could not be written ({err}); is the disk full?") from err
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        shareable(tmp)
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
@@ -86,6 +90,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(metadata, handle, indent=2, sort_keys=True)
+        shareable(tmp)
         os.replace(tmp, sidecar)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
@@ -109,8 +114,18 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def _check_readable(path: Path) -> None:
+    """A file we may not open is unreadable, not corrupt: say so (permissions, not its contents)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {err.strerror or err}") from err
+
+
 def _read_header(path: Path) -> dict[str, Any]:
     """The JSON metadata in a checkpoint file's header (no tensor is read)."""
+    _check_readable(path)
     try:
         with _safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
@@ -121,6 +136,7 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 def _read_tensors(path: Path) -> dict[str, Tensor]:
     """Every tensor of a checkpoint file."""
+    _check_readable(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -333,7 +349,16 @@ def workdir_lock(workdir: str | Path) -> Iterator[Path]:
     leaves its workdir locked. Raises :class:`WorkdirBusyError` at once (no waiting) if
     another process holds it. The lock file itself stays in place.
     """
-    path = Path(workdir) / LOCK_NAME
+    with file_lock(Path(workdir) / LOCK_NAME, f"workdir {workdir} is in use by another training run{{who}}; wait "
+                   "for it to finish or use another workdir") as path:  # fmt: skip
+        yield path
+
+
+@contextmanager
+def file_lock(path: str | Path, busy: str) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created if missing) for the ``with`` block, or raise
+    :class:`WorkdirBusyError` with the message ``busy`` (``{who}`` in it becomes the holder's pid) at once."""
+    path = Path(path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
@@ -341,9 +366,7 @@ def workdir_lock(workdir: str | Path) -> Iterator[Path]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.read(fd, 32).decode(errors="replace").strip()
-                who = f" (pid {holder})" if holder.isdigit() else ""
-                raise WorkdirBusyError(f"workdir {workdir} is in use by another training run{who}; wait for it "
-                                       f"to finish or use another workdir") from None  # fmt: skip
+                raise WorkdirBusyError(busy.format(who=f" (pid {holder})" if holder.isdigit() else "")) from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
         yield path

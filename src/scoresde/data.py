@@ -48,6 +48,9 @@ class ImageData:
             raise ValueError(f"images must have shape [N, C, H, W], got {tuple(self.images.shape)}")
         if self.images.numel() and int(self.images.max()) >= self.levels:
             raise ValueError(f"image values must be below levels={self.levels}")
+        if self.labels is not None and tuple(self.labels.shape) != (self.images.shape[0],):
+            raise ValueError(f"{self.images.shape[0]} images come with labels of shape {tuple(self.labels.shape)}; "
+                             "each image needs exactly one label (files of two different sets?)")  # fmt: skip
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -73,9 +76,18 @@ def to_model(
 ) -> Tensor:
     """Integer levels to model inputs: ``lo + (hi - lo) (k + U) / L`` (see the module docstring).
 
-    ``flip`` mirrors a random half of the images horizontally.
+    ``levels_x`` must hold integers ``0 .. levels - 1`` (checked without a host sync on an accelerator, where a
+    violation fails the next synchronising call). ``flip`` mirrors a random half of the images horizontally.
     """
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
     k = levels_x.to(torch.get_default_dtype())
+    fits = ((k >= 0) & (k <= levels - 1) & (k == k.round())).all()
+    if k.device.type != "cpu":
+        torch._assert_async(fits, f"to_model: levels_x must hold integers 0 to {levels - 1}")
+    elif not bool(fits):
+        raise ValueError(f"levels_x must hold integer levels 0 to {levels - 1} (levels={levels}), got values in "
+                         f"[{float(k.min()):g}, {float(k.max()):g}]")  # fmt: skip
     u = (k + rand_like(k, generator)) / levels if dequantize else (k + 0.5) / levels
     if flip:
         mask = rand_like(torch.zeros(k.shape[0], device=k.device), generator) < 0.5

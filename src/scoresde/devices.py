@@ -7,6 +7,18 @@ import os
 import torch
 
 
+def api_device(device: str | torch.device | None) -> torch.device | None:
+    """A device argument of the API checked like :func:`pick_device` (``None`` stays ``None``: the caller's default),
+    so that ``device="cuda"`` without CUDA is a one-line ``ValueError``, not torch's ``AssertionError``."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a string or a torch.device, got {type(device).__name__}")
+    if isinstance(device, torch.device) and device.type == "cpu":
+        return device
+    return pick_device(str(device))
+
+
 def pick_device(name: str) -> torch.device:
     """``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` as a usable device, else a one-line ``ValueError``.
 

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_in_range, check_number, check_shape, expand_to, randn_like
+from .devices import api_device
 from .guidance import MAX_SCALE
 from .noise import SampleNoise
 from .operators import ChannelMean, LinearOperator, MaskOperator, as_operator
@@ -210,7 +211,7 @@ def solve_inverse(
     if isinstance(generator, SampleNoise) and len(generator) != y.shape[0]:
         raise ValueError(f"the SampleNoise has {len(generator)} streams for {y.shape[0]} measurements")
     dtype = dtype or y.dtype
-    device = device or y.device
+    device = api_device(device) or y.device
 
     total = y.shape[0]
     chunk = total if batch_size is None else int(batch_size)

@@ -87,6 +87,7 @@ import torch
 from torch import Tensor
 
 from ._checks import (
+    TimeLike,
     batch_time,
     check_data,
     check_eps,
@@ -425,10 +426,23 @@ def drop_labels(y: Tensor, p_uncond: float, null: int, generator: torch.Generato
     return torch.where(u < p_uncond, torch.full_like(y, null), y)
 
 
+def positive_time(t: TimeLike, x0: Tensor, T: float) -> Tensor:
+    """Given training times as ``[B]``, each in ``(0, T]``: at ``t = 0`` the kernel adds no noise and the loss of
+    every weighting is undefined (``0 * inf``)."""
+    t = batch_time(t, x0, T, name="t")
+    if t.device.type == "cpu" and not bool((t > 0).all()):
+        raise ValueError(f"t must lie in (0, T={T}]: at t = 0 the data are not noised and the loss is undefined; "
+                         "draw times from [eps, T]")  # fmt: skip
+    return t
+
+
 def _score(score_fn: ScoreFn, xt: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
     """``score_fn(xt, t)``, with ``y=y`` for class labels; checked to be shaped like ``xt``."""
-    out = score_fn(xt, t) if y is None else score_fn(xt, t, y=y)
-    return check_output(out, xt, "score_fn")
+    out = check_output(score_fn(xt, t) if y is None else score_fn(xt, t, y=y), xt, "score_fn")
+    if out.device.type == "cpu" and not bool(torch.isfinite(out.detach()).all()):  # free on the CPU, a sync elsewhere
+        raise FloatingPointError("score_fn returned NaN or inf on noised training data; the loss would be too "
+                                 "(a diverged model, or data far outside its range)")  # fmt: skip
+    return out
 
 
 def random_levels(n_levels: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -514,7 +528,7 @@ def dsm_loss(
         _check_gamma(gamma)
     check_data(x0, "x0")
     eps = check_eps(eps, sde.T)
-    t = None if t is None else batch_time(t, x0, name="t")  # shape and dtype; the SDE checks its range
+    t = None if t is None else positive_time(t, x0, sde.T)
     z = None if z is None else check_like(z, x0, "z", "x0")
     y = _check_classes(y, x0)
     check_finite(x0, "training data")

@@ -24,6 +24,7 @@ from .build import build_model, build_sde, data_shape
 from .checkpoint import SCORE_FORMAT, Checkpoint, check_format, load_weights_strict, prefixed
 from .config import Config
 from .data import data_levels
+from .devices import api_device
 from .score import ScoreModel
 from .sde import SDE
 
@@ -57,6 +58,7 @@ def model_from_checkpoint(ckpt: Checkpoint, ema: bool = True, device: str | torc
     """Build the network of an opened score-model checkpoint, load its weights (EMA by default) strictly, and wrap
     it as a :class:`ScoreModel` in eval mode on ``device`` (default CPU). Reads the tensors once."""
     check_format(ckpt.meta, SCORE_FORMAT, ckpt.path)
+    device = api_device(device) or torch.device("cpu")  # before the tensors are read
     net = build_model(ckpt.config)
     tensors = ckpt.tensors()
     load_weights_strict(net, prefixed(tensors, "model"))
@@ -66,7 +68,7 @@ def model_from_checkpoint(ckpt: Checkpoint, ema: bool = True, device: str | torc
             for name, value in prefixed(tensors, "ema").items():
                 params[name].copy_(value)
     model = score_model(net, ckpt.config, weights="ema" if ema else "raw", source=str(ckpt.path))
-    return model.to(device or "cpu").eval()
+    return model.to(device).eval()
 
 
 def load(

@@ -139,8 +139,9 @@ def reference_config(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     object with them under ``"config"``, as the reference fixtures are written) or a mapping of sections."""
     if isinstance(config, str) and config in PRESETS:
         return json.loads(json.dumps(PRESETS[config]))
+    config_path = None
     if isinstance(config, (str, Path)):
-        path = Path(config)
+        path = config_path = Path(config)
         if not path.is_file():
             raise ValueError(f"config {str(config)!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
         try:
@@ -148,6 +149,9 @@ def reference_config(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError, ValueError) as err:
             raise ValueError(f"config file {path} is not readable JSON ({err})") from err
     if not isinstance(config, Mapping):
+        if config_path is not None:
+            raise ValueError(f"config file {config_path} holds a JSON {type(config).__name__}, not an object of "
+                             "sections (model, data, training)")  # fmt: skip
         raise TypeError(f"config must be a preset name, a JSON file or a mapping, got {type(config).__name__}")
     if "config" in config and isinstance(config["config"], Mapping):
         config = config["config"]
@@ -336,9 +340,10 @@ def read_official(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         why = next((line for line in lines if "GLOBAL" in line), None)
-        if why is None:
-            first = lines[0] if lines else repr(err)
-            raise CheckpointError(f"{path} is not a readable torch checkpoint ({first})") from err
+        if why is None:  # torch's message opens with advice to load unsafely: name only the reader's finding
+            found = next((line for line in lines if line.startswith("Unsupported")), "not a torch file of tensors")
+            raise CheckpointError(f"{path} is not a torch checkpoint of tensors (a plain pickle, or not a torch file "
+                                  f"at all; the weights-only reader found: {found})") from err  # fmt: skip
         raise CheckpointError(f"{path} holds Python objects other than tensors and plain containers, and scoresde "
                               f"never runs code from a checkpoint: {why}") from err  # fmt: skip
     except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError) as err:

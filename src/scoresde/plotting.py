@@ -177,9 +177,7 @@ def atomic_write(path: str | Path, write) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        shareable(tmp)
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
@@ -187,6 +185,14 @@ def atomic_write(path: str | Path, write) -> Path:
             _name_path(err, path)
         raise
     return path
+
+
+def shareable(path: str | Path) -> None:
+    """Give a temporary file (``mkstemp``: mode 0600) the mode a plain ``open`` would, ``0666`` less the umask, so
+    that others may read what we publish as they may read any other file of ours."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _name_path(err: OSError, path: Path) -> None:

@@ -437,7 +437,7 @@ class CountedScore:
         t_now = t.detach().reshape(-1)[0] if isinstance(t, Tensor) else torch.tensor(float(t))
         if score.device.type == "cpu":
             if not bool(finite):
-                raise FloatingPointError(_nonfinite_message(float(t_now), self.nfe))
+                raise FloatingPointError(_nonfinite_message(float(t_now), self.nfe, x))
         elif self._bad is None:
             self._bad = ~finite
             self._bad_t = t_now.to(score.device, torch.float64)
@@ -453,6 +453,20 @@ class CountedScore:
             raise FloatingPointError(_nonfinite_message(float(self._bad_t), None))
 
 
-def _nonfinite_message(t: float, call: int | None) -> str:
+def _nonfinite_message(t: float, call: int | None, x: Tensor | None = None) -> str:
+    """Whom to blame for a non-finite score: the state it was given (diverged, or given far too large), else the
+    model."""
     where = f" (evaluation {call})" if call is not None else ""
+    if x is not None:
+        if not bool(torch.isfinite(x).all()):
+            return (f"the state reached NaN or inf before evaluation {call} at t={t:.6g}: the integration diverged "
+                    "(too few steps, too large a step size or snr) or its inputs were not finite")  # fmt: skip
+        peak = float(x.detach().abs().max()) if x.numel() else 0.0
+        if peak > HUGE_INPUT:
+            return (f"score_fn returned NaN or inf at t={t:.6g}{where} for inputs as large as {peak:.3g}: the "
+                    "inputs are far outside the model's range, not a fault of the model")  # fmt: skip
     return f"score_fn returned NaN or inf at t={t:.6g}{where}; check the model, its inputs and the time range"
+
+
+HUGE_INPUT = 1e6
+"""Inputs larger than this are blamed for a non-finite score, not the model (no data or prior lies near it)."""

@@ -44,12 +44,12 @@ def add_parsers(sub) -> None:
 
 
 def optimize_grid_command(args) -> int:
-    import torch
 
-    from ..checkpoint import Checkpoint
+    from ..checkpoint import Checkpoint, file_lock
     from ..devices import pick_device
+    from ..plotting import check_writable_dir
     from ..sampling import SAMPLERS
-    from ..sampling.optimize import check_optimize_arguments, grid_dir, grid_info, optimize_grid, save_grid
+    from ..sampling.optimize import check_optimize_arguments, grid_dir
     from ..sampling.options import parse_sampler_options
     from ..validation import check_config
 
@@ -68,6 +68,22 @@ def optimize_grid_command(args) -> int:
     out = grid_dir(path) / f"{name}.json"
     if out.exists():
         raise FileExistsError(f"{out} exists; pass another --name or remove the file")
+    check_writable_dir(out.parent, "the grid folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(out.parent / f".{out.name}.lock", f"{out} is being made by another optimize-grid run{{who}}; "
+                   "pass another --name or wait for it"):  # fmt: skip
+        if out.exists():  # made by a run that finished while this one started
+            raise FileExistsError(f"{out} exists; pass another --name or remove the file")
+        return _optimize(args, ckpt, device, options, out)
+
+
+def _optimize(args, ckpt, device, options: dict, out: Path) -> int:
+    """The search (minutes) and the grid file, with the name claimed."""
+    import torch
+
+    from ..sampling.optimize import grid_info, optimize_grid, save_grid
+
+    path = ckpt.path
     model = ckpt.load(ema=not args.no_ema, device=device)
     cfg, sde, score = model.config, model.sde, model
     start = time.perf_counter()

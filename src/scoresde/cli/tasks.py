@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .._checks import check_in_range
+from ..likelihood import MAX_POINTS
 from .args import DEVICE_HELP, FORMATTER, positive_float, positive_int, progress_flag, seed, show_progress
 
 # the missing region of each --missing choice, as (rows, columns) slices of an H x W image ("random" aside)
@@ -128,7 +130,8 @@ def add_parsers(sub) -> None:
                          epilog="example:\n  scoresde interpolate outputs/digits/checkpoints -n 4 --points 8 "
                                 "--out path.png")  # fmt: skip
     common(itp, "output: .png (one pair per row) or .npz ('path' [points, n, ...])")
-    itp.add_argument("--points", type=positive_int, default=8, help="images along each path, ends included (>= 2)")
+    itp.add_argument("--points", type=positive_int, default=8,
+                     help=f"images along each path, ends included (2 to {MAX_POINTS:,})")  # fmt: skip
     _tolerances(itp, positive_float)
 
 
@@ -175,7 +178,7 @@ def _images(args, cfg) -> torch.Tensor:
         if source.suffix.lower() != ".npz":
             raise ValueError(f"--input {source} must be an image file ({', '.join(IMAGE_SUFFIXES)}), a folder of "
                              "images or an .npz")  # fmt: skip
-        with np.load(args.input, allow_pickle=False) as arrays:
+        with load_arrays(args.input, "--input") as arrays:
             if "samples" in arrays:
                 x = torch.as_tensor(np.asarray(arrays["samples"], dtype=np.float32))
                 check_in_range(x, (lo, hi), f"--input {args.input} 'samples'")
@@ -201,6 +204,25 @@ def _images(args, cfg) -> torch.Tensor:
     return x[args.first : args.first + args.n]
 
 
+def load_arrays(path: str | Path, what: str, archive: bool = True):
+    """``np.load`` of an .npz (``archive``) or an .npy without pickles, with a one-line error of ours for anything
+    else (never numpy's advice to load the file unsafely)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} not found") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        pickled = "pickle" in str(err)
+        why = "it holds pickled Python objects, which scoresde never loads" if pickled else "not a NumPy file"
+        raise ValueError(f"{what} {path} is not a NumPy .npy/.npz array file ({why})") from None
+    if archive != isinstance(loaded, np.lib.npyio.NpzFile):
+        if archive:
+            raise ValueError(f"{what} {path} must be an .npz archive of named arrays, got a single .npy array")
+        loaded.close()
+        raise ValueError(f"{what} {path} must be a single .npy array, got an .npz archive")
+    return loaded
+
+
 def _levels_array(values: np.ndarray, levels: int, name: str) -> torch.Tensor:
     """Integer grey levels ``0 .. levels - 1`` as a float tensor; a one-line error for anything else."""
     if values.dtype.kind not in "iuf":
@@ -218,7 +240,10 @@ def _mask(args, shape: tuple[int, ...], n: int) -> torch.Tensor:
     """The 0/1 mask (1 = known) of ``--mask-file`` or ``--missing``, shaped ``[1 or n, C, H, W]``."""
     c, h, w = shape
     if args.mask_file is not None:
-        m = torch.as_tensor(np.load(args.mask_file, allow_pickle=False)).float()
+        m = load_arrays(args.mask_file, "--mask-file", archive=False)
+        if m.dtype.kind not in "iufb":
+            raise ValueError(f"--mask-file {args.mask_file} must be one .npy array of 0s and 1s")
+        m = torch.as_tensor(m.astype(np.float32))
         while m.ndim < 4:
             m = m[None]
         if m.shape[0] not in (1, n) or m.shape[1] not in (1, c) or tuple(m.shape[2:]) != (h, w):
@@ -334,7 +359,7 @@ def decode_command(args) -> int:
     from ..likelihood import decode
 
     ckpt, cfg, device = _setup(args, (".png", ".npz"))
-    with np.load(args.latents, allow_pickle=False) as arrays:
+    with load_arrays(args.latents, "latents") as arrays:
         if "latents" not in arrays:
             raise ValueError(f"{args.latents} has no 'latents' array (write one with scoresde encode)")
         z = torch.as_tensor(np.asarray(arrays["latents"], dtype=np.float32))
@@ -354,8 +379,8 @@ def interpolate_command(args) -> int:
     from ..likelihood import interpolate
 
     ckpt, cfg, device = _setup(args, (".png", ".npz"))
-    if args.points < 2:
-        raise ValueError(f"--points must be at least 2 (the two ends), got {args.points}")
+    if not 2 <= args.points <= MAX_POINTS:
+        raise ValueError(f"--points must be from 2 (the two ends) to {MAX_POINTS:,}, got {args.points:,}")
     n_pairs = DEFAULT_COUNT // 2 if args.n is None else args.n
     args.n = 2 * n_pairs
     x = _images(args, cfg)

@@ -25,19 +25,21 @@ number of grid steps.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .._checks import check_eps, check_shape
+from .._checks import check_eps, check_memory, check_shape
+from ..devices import api_device
 from ..noise import SampleNoise
 from ..score import CountedScore, ScoreModel, as_score_model, x0_from_score
 from ..sde import SDE, ScoreFn
 from .adaptive_sde import adaptive_sde
 from .edm import edm_heun
 from .exponential import dpm_solver, dpm_solver_pp, sde_dpm_solver_pp, unipc
-from .grids import DEFAULT_RHO, GRIDS, Grid, check_grid, time_grid
+from .grids import DEFAULT_RHO, GRIDS, MAX_STEPS, Grid, check_grid, time_grid
 from .loop import Callback, ReplaceFn, StepInfo, run_steps
 from .ode_samplers import ddim, ode, probability_flow_ode
 from .optimize import optimize_grid
@@ -208,6 +210,7 @@ def sample(
     if score_fn is None:
         raise TypeError("sample(sde, score_fn, shape) needs a score function s(x, t)")
     sampler = "pc" if sampler is None else sampler
+    device = api_device(device)
     fn = _resolve(sampler)
     allowed = sampler_options(fn)
     unknown = sorted(set(options) - set(allowed))
@@ -231,6 +234,8 @@ def sample(
         shape = tuple(x_init.shape)
     if isinstance(generator, SampleNoise) and len(generator) != shape[0]:
         raise ValueError(f"the SampleNoise has {len(generator)} streams for {shape[0]} samples")
+    check_memory(math.prod(shape), dtype or (torch.float32 if x_init is None else x_init.dtype),
+                 f"{shape[0]:,} samples of shape {tuple(shape[1:])}", device)  # fmt: skip
 
     params = inspect.signature(fn).parameters
     hooks = {"callback": callback, "replace": replace}
@@ -355,6 +360,8 @@ def budget_steps(sampler: str | Callable[..., Tensor], budget: int, denoise: boo
         raise ValueError(f"{getattr(fn, '__name__', fn)!r} is not a fast solver with an NFE budget")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"steps (the NFE budget of this solver) must be a positive integer, got {budget!r}")
+    if budget > MAX_STEPS:
+        raise ValueError(f"steps (the NFE budget of this solver) must be at most {MAX_STEPS:,}, got {budget:,}")
     evals = budget - (1 if denoise else 0)
     whole = spec_of(fn).whole_steps
     grid_steps = evals // per_step if whole else -(-evals // per_step)
@@ -368,7 +375,7 @@ def budget_steps(sampler: str | Callable[..., Tensor], budget: int, denoise: boo
 def _check_option_values(fn: Callable[..., Tensor], name: str, options: dict) -> None:
     """The options' types, before any work: a boolean option takes only True/False (``"no"`` is not False), an
     integer option only an integer, a named choice one of the sampler's declared choices (a function where a name is
-    expected, a predictor of one's own, passes); the samplers check their numbers' ranges themselves."""
+    expected, a predictor of one's own, passes), a number must be finite and pass the sampler's declared rule."""
     params = inspect.signature(fn).parameters
     rules = spec_of(fn).rules
     for key, value in options.items():
@@ -383,6 +390,10 @@ def _check_option_values(fn: Callable[..., Tensor], name: str, options: dict) ->
         if rule is not None and rule.choices is not None and isinstance(value, str) and value not in rule.choices:
             raise ValueError(f"unknown {key} {value!r} for sampler {name!r}; choose one of "
                              f"{', '.join(map(repr, rule.choices))}")  # fmt: skip
+        if number and not math.isfinite(value):  # snr=inf would reach the network as an inf state
+            raise ValueError(f"{key} must be a finite number{suffix}")
+        if number and rule is not None and rule.check is not None and not rule.check(value):
+            raise ValueError(f"{key} {rule.message}{suffix}")
 
 
 def _check_generator(generator: object) -> None:

@@ -30,11 +30,17 @@ Grid = str | Sequence[float]
 """A grid name from :data:`GRIDS` or an explicit decreasing sequence of times."""
 
 
+MAX_STEPS = 100_000
+"""The most steps (or NFE) a sampler may be asked for: a bound on the work and the grid's memory."""
+
+
 def time_grid(sde: SDE, steps: int, eps: float, kind: str = "uniform", rho: float = DEFAULT_RHO) -> list[float]:
     """Return ``steps + 1`` decreasing times from ``sde.T`` to ``eps`` on the grid ``kind``."""
     check_options("grid", kind, GRIDS)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps must be at most {MAX_STEPS:,} (the paper's samplers take up to 2,000), got {steps:,}")
     if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
     steps = int(steps)
@@ -59,6 +65,9 @@ def time_grid(sde: SDE, steps: int, eps: float, kind: str = "uniform", rho: floa
 
 def check_grid(sde: SDE, grid: Sequence[float]) -> list[float]:
     """Validate an explicit grid: at least two finite, strictly decreasing times in ``(0, T]``, starting at ``T``."""
+    size = len(grid) if hasattr(grid, "__len__") else None
+    if size is not None and size > MAX_STEPS + 1:
+        raise ValueError(f"an explicit grid may have at most {MAX_STEPS + 1:,} times, got {size:,}")
     try:
         ts = [float(t) for t in grid]
     except (TypeError, ValueError):

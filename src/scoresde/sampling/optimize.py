@@ -221,14 +221,13 @@ def grid_dir(checkpoint: str | Path) -> Path:
 
 def save_grid(path: str | Path, times: Sequence[float], info: dict[str, Any]) -> Path:
     """Write a grid and what it was made for as JSON (refuses to overwrite an existing file)."""
+    from ..plotting import atomic_write
+
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; choose another --name or remove it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"times": [float(t) for t in times], **info}, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    text = json.dumps({"times": [float(t) for t in times], **info}, indent=2) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode()))  # a failed write leaves no file behind
 
 
 def load_grid(name_or_path: str | Path, checkpoint: str | Path | None = None) -> tuple[list[float], dict[str, Any]]:

@@ -23,6 +23,9 @@ from ..sde import SDE, ScoreFn
 from .loop import StepFn
 from .spec import NON_NEGATIVE, POSITIVE, OptionRule, SamplerSpec, fixed_grid
 
+MAX_CORRECTOR_STEPS = 100
+"""The most corrector steps per predictor step (each one a score evaluation): a bound on the work."""
+
 PredictorFn = Callable[..., Tensor]
 CorrectorFn = Callable[..., Tensor]
 
@@ -207,6 +210,9 @@ def pc(
             raise ValueError(f"snr must be a positive number, got {snr!r}")
         if int(corrector_steps) != corrector_steps or corrector_steps < 0:
             raise ValueError(f"corrector_steps must be a non-negative integer, got {corrector_steps!r}")
+        if corrector_steps > MAX_CORRECTOR_STEPS:
+            raise ValueError(f"corrector_steps must be at most {MAX_CORRECTOR_STEPS} (the paper uses 1), got "
+                             f"{corrector_steps:,}")  # fmt: skip
     n_correct = int(corrector_steps) if correct is not None else 0
 
     def step(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float, generator) -> Tensor:
