@@ -74,7 +74,7 @@ def test_option_types_are_checked_in_the_api():
     sde, mixture = sd.VPSDE(), demo_mixture()
     with pytest.raises(ValueError, match="probability_flow must be True or False for sampler 'euler_maruyama'"):
         sd.sample(sde, mixture.score_fn(sde), (4, 2), sampler="euler_maruyama", steps=3, probability_flow="no")
-    with pytest.raises(ValueError, match="corrector_steps must be >= 0 for sampler 'pc', got 1.5"):
+    with pytest.raises(ValueError, match="corrector_steps must be a finite number >= 0 for sampler 'pc', got 1.5"):
         sd.sample(sde, mixture.score_fn(sde), (4, 2), sampler="pc", steps=3, corrector_steps=1.5)
     own = sd.sampling.euler_maruyama_step  # a predictor function of one's own still passes
     assert sd.sample(sde, mixture.score_fn(sde), (4, 2), sampler="pc", steps=3, predictor=own).shape == (4, 2)
@@ -143,7 +143,7 @@ def test_counts_and_tolerances_are_bounded_before_any_work():
         (dict(sampler="dpm_solver++", steps=10**9), "must be at most 100,000"),
         (dict(sampler="pc", steps=3, corrector_steps=10**9), "corrector_steps must be at most 100"),
         (dict(sampler="ode", rtol=1e-14), r"rtol=1e-14 is below what float32 resolves \(at least 4.8e-07"),
-        (dict(sampler="pc", steps=3, snr=float("inf")), "snr must be a finite number"),
+        (dict(sampler="pc", steps=3, snr=float("inf")), "snr must be a finite number > 0"),
         (dict(sampler="ddim", steps=3, device="cuda" if not torch.cuda.is_available() else "cuda:99"), "device"),
     ]
     for kwargs, message in cases:
@@ -197,3 +197,58 @@ def test_data_with_mismatched_labels_or_levels_is_refused():
         to_model(torch.full((2, 1, 2, 2), 200), 17)
     torch.testing.assert_close(to_model(torch.full((1, 1, 1, 1), 16), 17, dequantize=False), torch.full((1, 1, 1, 1),
                                -1 + 2 * 16.5 / 17))  # fmt: skip
+
+
+class Constant(torch.nn.Module):
+    """A 'network' whose data prediction is the constant ``value`` everywhere (prediction="x0")."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, t):
+        return torch.full_like(x, self.value)
+
+
+def test_sample_warns_when_values_leave_the_data_range_and_thresholding_keeps_them_in():
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(Constant(5.0), sde, prediction="x0", data_shape=(1, 4, 4), data_range=(-1.0, 1.0))
+    with pytest.warns(sd.sampling.SamplingDivergenceWarning, match=r"100.0% of the sampled values lie beyond the "
+                      r"data range \(-1.0, 1.0\)"):  # fmt: skip
+        x = sd.sample(model, n=4, sampler="dpm_solver++", steps=10, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, torch.full_like(x, 5.0), atol=0.05, rtol=0)
+    import warnings
+
+    for kind in ("static", "dynamic"):  # the prediction is pulled into the model's range: the samples end at 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sd.sampling.SamplingDivergenceWarning)
+            x = sd.sample(model, n=4, sampler="dpm_solver++", steps=10, thresholding=kind,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+        torch.testing.assert_close(x, torch.ones_like(x), atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="thresholding corrects data predictions"):
+        sd.sample(model, n=4, sampler="unipc", steps=5, prediction="noise", thresholding="static")
+    with pytest.raises(ValueError, match="unknown thresholding 'clip'"):
+        sd.sample(model, n=4, sampler="dpm_solver++", steps=5, thresholding="clip")
+
+
+def test_thresholding_against_hand_computed_values():
+    import numpy as np
+
+    from scoresde.sampling.exponential import thresholding_fn
+
+    d = torch.tensor([[0.5, -3.0, 2.0, 1.0], [0.2, -0.4, 0.1, 0.9]])  # rows: one saturated sample, one inside
+    torch.testing.assert_close(thresholding_fn("static")(d), d.clamp(-1, 1))
+    dynamic = thresholding_fn("dynamic", (-1.0, 1.0), ratio=0.75)(d)
+    s = max(float(np.quantile(np.abs(d[0].numpy()), 0.75)), 1.0)  # numpy's linear quantile of |u| = 2.25
+    torch.testing.assert_close(dynamic[0], d[0].clamp(-s, s) / s)
+    torch.testing.assert_close(dynamic[1], d[1])  # a prediction inside the range is left as it is
+    shifted = thresholding_fn("dynamic", (0.0, 1.0), ratio=1.0)(torch.tensor([[0.5, 2.5]]))  # u = 2d - 1 = (0, 4)
+    torch.testing.assert_close(shifted, torch.tensor([[0.5, 0.5 + 0.5 * 4 / 4]]))
+    assert thresholding_fn("none") is None
+
+
+def test_the_command_line_prints_a_warning_on_one_line(capsys):
+    from scoresde.cli.main import _one_line_warning
+
+    _one_line_warning("sample")(UserWarning("first\nsecond"), UserWarning, "f.py", 1)
+    assert capsys.readouterr().err == "scoresde sample: warning: first; second\n"

@@ -91,3 +91,29 @@ def test_dopri5_agrees_with_scipy_rk45_on_a_nonlinear_system():
             method="RK45", rtol=1e-11, atol=1e-11,
         )  # fmt: skip
         torch.testing.assert_close(ours[row], torch.tensor(ref.y[:, -1]), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore::scoresde.sampling.SamplingDivergenceWarning")  # an untrained network
+def test_adaptive_sampling_of_a_network_is_batch_independent_in_float64():
+    """The probability-flow rk45 chooses each sample's steps itself: in float64 a sample drawn in a batch of 8 is the
+    one drawn in a batch of 4 to rounding (in float32 a flipped step acceptance may move it within the tolerance)."""
+    import scoresde as sd
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 1, 3, padding=1))
+    model = sd.ScoreModel(lambda_net(net), sd.VPSDE(), data_shape=(1, 4, 4)).double()
+    eight = sd.sample(model, n=8, sampler="ode", generator=sd.SampleNoise(0, 8), dtype=torch.float64)
+    four = sd.sample(model, n=4, sampler="ode", generator=sd.SampleNoise(0, 4), dtype=torch.float64)
+    torch.testing.assert_close(eight[:4], four, atol=1e-11, rtol=0)
+
+
+def lambda_net(net):
+    class TimeFree(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, t):
+            return self.net(x) * (1 + t.reshape(-1, 1, 1, 1) / 1000)
+
+    return TimeFree()

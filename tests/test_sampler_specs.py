@@ -33,7 +33,7 @@ def test_every_registered_sampler_declares_what_the_library_assumes_of_it():
 
 
 def test_option_rules_come_from_each_samplers_spec():
-    with pytest.raises(ValueError, match="snr of sampler 'pc' must be > 0"):
+    with pytest.raises(ValueError, match="snr of sampler 'pc' must be a finite number > 0"):
         check_sampler_options("pc", {"snr": -1.0})
     with pytest.raises(ValueError, match="order of sampler 'sde_dpm_solver\\+\\+' must be 1 or 2"):
         check_sampler_options("sde_dpm_solver++", {"order": 3})

@@ -66,7 +66,8 @@ def log_likelihood(
         eps: start time of the integration (the paper's 1e-5).
         generator: draws the probes: a ``torch.Generator`` or a
             :class:`scoresde.noise.SampleNoise` (one stream per sample: with the default
-            per-sample error control a sample's result then does not depend on its batch).
+            per-sample error control a sample's result then does not depend on its batch, up to
+            float rounding: see :mod:`scoresde.integrators`).
         method: ``"rk45"`` (adaptive) or a fixed-step method ``"euler"``, ``"heun"``, ``"rk4"``
             with ``steps`` uniform steps.
         error_norm: per-``"sample"`` or whole-``"batch"`` error control for ``rk45``.

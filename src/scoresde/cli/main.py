@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import torch
 
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            return COMMANDS[args.command](args)
     except OSError as err:  # a path: missing, in the way, not writable, a full disk
         print(f"scoresde {args.command}: error: {_one_line(_os_error(err))}", file=sys.stderr)
         return 2
@@ -82,6 +85,15 @@ def _os_error(err: OSError) -> str:
         return err.strerror
     target = f" -> {err.filename2}" if err.filename2 is not None else ""
     return f"{err.filename}{target}: {err.strerror}"
+
+
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` for the command line: ``scoresde COMMAND: warning: ...`` on one line of stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"scoresde {command}: warning: {_one_line(str(message))}", file=sys.stderr)
+
+    return show
 
 
 def _one_line(message: str) -> str:

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .._checks import check_eps, check_memory, check_shape
+from .._checks import check_eps, check_memory, check_shape, range_bounds
 from ..devices import api_device
 from ..noise import SampleNoise
 from ..score import CountedScore, ScoreModel, as_score_model, x0_from_score
@@ -56,7 +57,7 @@ from .sde_samplers import (
     reverse_diffusion,
     reverse_diffusion_step,
 )
-from .spec import SamplerSpec, spec_of
+from .spec import OptionRule, SamplerSpec, spec_of
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler_maruyama": euler_maruyama,
@@ -196,7 +197,8 @@ def sample(
         samples of ``shape`` (and the NFE when ``return_nfe``).
 
     Every sampler is batch-independent with a ``SampleNoise`` except the ``langevin``
-    corrector, whose step size is a batch statistic (the paper's rule; ``ald`` is per sample).
+    corrector, whose step size is a batch statistic (the paper's rule; ``ald`` is per sample);
+    the adaptive ones to their own error in float32 (see :mod:`scoresde.integrators`).
     """
     model = as_score_model(sde)
     if model is not None:
@@ -213,6 +215,8 @@ def sample(
     device = api_device(device)
     fn = _resolve(sampler)
     allowed = sampler_options(fn)
+    if model is not None and "data_range" in allowed:  # thresholding into the model's own range
+        options = {"data_range": model.data_range, **options}
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", "sampler")
@@ -248,6 +252,7 @@ def sample(
         raise ValueError("the adaptive rk45 solver has no fixed steps for callback/replace hooks; "
                          "use method='euler'|'heun'|'rk4' or another fixed-grid sampler")  # fmt: skip
     stepper = spec_of(fn).stepper
+    correct = spec_of(fn).correct_denoised(options) if spec_of(fn).correct_denoised is not None else None
     takes_budget = stepper is not None and "budget" in inspect.signature(stepper).parameters
     chunk = shape[0] if batch_size is None else int(batch_size)
     parts, nfe = [], 0
@@ -273,6 +278,7 @@ def sample(
             x = fn(sde, counted, x, ts, **options, **extra)
         if denoise:
             x = x0_from_score(sde, x, eps, counted(x, sde._time(eps, x)))
+            x = x if correct is None else correct(x)
             if replace is not None:
                 x = replace(StepInfo(len(ts) - 1, eps, 0.0, x, slice(lo, hi)))
         counted.check()
@@ -286,7 +292,32 @@ def sample(
     if isinstance(generator, SampleNoise):
         generator.draws = gen.draws  # every batch made the same draws; later draws continue the streams
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if model is not None:
+        warn_if_outside(x, model.data_range)
     return (x, nfe) if return_nfe else x
+
+
+class SamplingDivergenceWarning(UserWarning):
+    """Many sampled values lie far outside the model's data range: the sampler most likely diverged."""
+
+
+DIVERGED_SHARE = 0.01
+"""The share of sampled values beyond the widened data range above which :func:`sample` warns."""
+
+
+def warn_if_outside(x: Tensor, data_range: Sequence[float]) -> float:
+    """Warn (:class:`SamplingDivergenceWarning`) when more than :data:`DIVERGED_SHARE` of the values of ``x`` lie
+    beyond ``data_range`` widened by a quarter of its width on each side; return that share (one host sync, once per
+    run)."""
+    lo, hi = range_bounds(data_range)
+    share = float(((x < lo) | (x > hi)).float().mean()) if x.numel() else 0.0
+    if share > DIVERGED_SHARE:
+        message = (f"{share:.1%} of the sampled values lie beyond the data range {tuple(data_range)} by more than a "
+                   "quarter of its width: the sampler diverged (typical of a fast solver on a briefly trained model, "
+                   "or of too few steps); try thresholding='dynamic' (dpm_solver++, unipc, sde_dpm_solver++), more "
+                   "steps, or euler_maruyama")  # fmt: skip
+        warnings.warn(message, SamplingDivergenceWarning, stacklevel=3)
+    return share
 
 
 def _model_defaults(model: ScoreModel, given: object, score_fn: ScoreFn | None, shape: Sequence[int] | None,
@@ -391,9 +422,20 @@ def _check_option_values(fn: Callable[..., Tensor], name: str, options: dict) ->
             raise ValueError(f"unknown {key} {value!r} for sampler {name!r}; choose one of "
                              f"{', '.join(map(repr, rule.choices))}")  # fmt: skip
         if number and not math.isfinite(value):  # snr=inf would reach the network as an inf state
-            raise ValueError(f"{key} must be a finite number{suffix}")
-        if number and rule is not None and rule.check is not None and not rule.check(value):
+            raise ValueError(f"{key} {rule.message if rule is not None and rule.message else 'must be finite'}"
+                             f"{suffix}")  # fmt: skip
+        if (number or isinstance(value, (tuple, list))) and rule is not None and not _passes(rule, value):
             raise ValueError(f"{key} {rule.message}{suffix}")
+
+
+def _passes(rule: OptionRule, value: object) -> bool:
+    """Whether ``value`` passes ``rule``'s check (a value its check cannot compare does not)."""
+    if rule.check is None:
+        return True
+    try:
+        return bool(rule.check(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_generator(generator: object) -> None:

@@ -27,14 +27,16 @@ the grid so that ``steps`` is the total NFE, the final denoising evaluation incl
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._checks import check_options, randn_like
+from .._checks import check_options, randn_like, range_bounds
 from ..sde import SDE, ScoreFn
 from .loop import StepFn
 from .spec import ORDER, OptionRule, SamplerSpec, fixed_grid
@@ -58,11 +60,57 @@ def _frame(sde: SDE, t: float, prediction: str) -> _Frame:
     return _Frame(sigma, alpha, lam) if prediction == "data" else _Frame(alpha, sigma, -lam)
 
 
-def _model(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, prediction: str) -> Tensor:
-    r"""The data prediction :math:`(x + \sigma_t^2 s)/\alpha_t` or the noise prediction :math:`-\sigma_t s`."""
+Correct = Callable[[Tensor], Tensor]
+"""A correction of the data prediction (thresholding), applied to every evaluation of a data-prediction solver."""
+
+
+def _model(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, prediction: str, correct: Correct | None = None) -> Tensor:
+    r"""The data prediction :math:`(x + \sigma_t^2 s)/\alpha_t` (then ``correct``-ed) or the noise prediction
+    :math:`-\sigma_t s`."""
     alpha, sigma, _ = sde.schedule.coeffs(t)
     score = score_fn(x, sde._time(t, x))
-    return (x + sigma**2 * score) / alpha if prediction == "data" else -sigma * score
+    if prediction != "data":
+        return -sigma * score
+    denoised = (x + sigma**2 * score) / alpha
+    return denoised if correct is None else correct(denoised)
+
+
+THRESHOLDS = ("none", "static", "dynamic")
+DYNAMIC_RATIO = 0.995
+"""The percentile of dynamic thresholding (Saharia et al. 2022; DPM-Solver++'s default)."""
+
+
+def thresholding_fn(
+    kind: str, data_range: Sequence[float] = (-1.0, 1.0), ratio: float = DYNAMIC_RATIO
+) -> Correct | None:
+    r"""The correction of a data prediction :math:`D` named ``kind``, for data in ``data_range = (lo, hi)``.
+
+    With :math:`c = (lo + hi)/2`, :math:`w = (hi - lo)/2` and :math:`u = (D - c)/w`:
+
+    * ``"static"``: :math:`D \leftarrow c + w\,\mathrm{clip}(u, -1, 1)` (clip to the data range);
+    * ``"dynamic"`` (Saharia et al. 2022, as DPM-Solver++ uses it): per sample
+      :math:`s = \max(1, \mathrm{quantile}_{\text{ratio}}|u|)`, :math:`D \leftarrow c + w\,\mathrm{clip}(u, -s, s)/s`,
+      which leaves a prediction inside the range untouched and pulls a saturated one back into it;
+    * ``"none"``: ``None`` (no correction).
+    """
+    check_options("thresholding", kind, THRESHOLDS)
+    range_bounds(data_range)  # two finite numbers, lo < hi
+    lo, hi = (float(v) for v in data_range)
+    if not (isinstance(ratio, (int, float)) and 0.0 < ratio <= 1.0):
+        raise ValueError(f"threshold_ratio must be in (0, 1], got {ratio!r}")
+    centre, half = (lo + hi) / 2, (hi - lo) / 2
+    if kind == "none":
+        return None
+    if kind == "static":
+        return lambda d: d.clamp(lo, hi)
+
+    def dynamic(d: Tensor) -> Tensor:
+        u = (d - centre) / half
+        s = torch.quantile(u.abs().reshape(u.shape[0], -1).float(), ratio, dim=1).to(u.dtype).clamp_min(1.0)
+        s = s.reshape(-1, *([1] * (u.ndim - 1)))
+        return centre + half * (torch.maximum(torch.minimum(u, s), -s) / s)
+
+    return dynamic
 
 
 def check_solver_options(order: int, prediction: str, top: int = 3) -> None:
@@ -113,7 +161,7 @@ def multistep_update(x: Tensor, ft: _Frame, fs: _Frame, history: Sequence[tuple[
 
 
 def singlestep_update(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float, order: int,
-                      prediction: str) -> Tensor:  # fmt: skip
+                      prediction: str, correct: Correct | None = None) -> Tensor:  # fmt: skip
     r"""One singlestep DPM-Solver(++) step (order evaluations) from ``t`` to ``s``.
 
     Order 2 evaluates at :math:`\lambda_t + h/2`; order 3 at :math:`\lambda_t + h/3` and
@@ -129,7 +177,7 @@ def singlestep_update(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float
               + \tfrac{1}{r_2}\alpha_s\varphi_2(h)(D_{u_2} - D_t).
     """
     ft, fs = _frame(sde, t, prediction), _frame(sde, s, prediction)
-    m_t = _model(sde, score_fn, x, t, prediction)
+    m_t = _model(sde, score_fn, x, t, prediction, correct)
     h = fs.lam - ft.lam
 
     def sign(lam: float) -> float:  # back from the frame's log-ratio to lambda
@@ -150,13 +198,13 @@ def singlestep_update(sde: SDE, score_fn: ScoreFn, x: Tensor, t: float, s: float
         return out
     if order == 2:
         u, xu = moved(0.5)
-        m_u = _model(sde, score_fn, xu, u, prediction)
+        m_u = _model(sde, score_fn, xu, u, prediction, correct)
         return out - (fs.mult * phi1) * (m_u - m_t)  # 0.5 / r1 = 1
     r1, r2 = 1.0 / 3.0, 2.0 / 3.0
     u1, x_u1 = moved(r1)
-    m_u1 = _model(sde, score_fn, x_u1, u1, prediction)
+    m_u1 = _model(sde, score_fn, x_u1, u1, prediction, correct)
     u2, x_u2 = moved(r2, m_u1 - m_t, r2 / r1)
-    m_u2 = _model(sde, score_fn, x_u2, u2, prediction)
+    m_u2 = _model(sde, score_fn, x_u2, u2, prediction, correct)
     return out + (fs.mult * (phi1 / h + 1.0) / r2) * (m_u2 - m_t)
 
 
@@ -166,7 +214,7 @@ def singlestep_orders(order: int, budget: int) -> list[int]:
     return [order] * full + ([rest] if rest else [])
 
 
-def _dpm(ts, order, multistep, lower_order_final, prediction, budget) -> StepFn:
+def _dpm(ts, order, multistep, lower_order_final, prediction, budget, correct: Correct | None = None) -> StepFn:
     """The step function of a DPM-Solver(++) run on the grid ``ts``."""
     steps = len(ts) - 1
     if not multistep:
@@ -177,7 +225,7 @@ def _dpm(ts, order, multistep, lower_order_final, prediction, budget) -> StepFn:
         index = iter(orders)
 
         def single(sde, score_fn, x, t, s, generator):
-            return singlestep_update(sde, score_fn, x, t, s, next(index), prediction)
+            return singlestep_update(sde, score_fn, x, t, s, next(index), prediction, correct)
 
         return single
     history: list[tuple[float, Tensor]] = []
@@ -185,13 +233,35 @@ def _dpm(ts, order, multistep, lower_order_final, prediction, budget) -> StepFn:
 
     def multi(sde, score_fn, x, t, s, generator):
         ft, fs = _frame(sde, t, prediction), _frame(sde, s, prediction)
-        history.append((ft.lam, _model(sde, score_fn, x, t, prediction)))
+        history.append((ft.lam, _model(sde, score_fn, x, t, prediction, correct)))
         del history[:-3]
         k = step_order(order, state["index"], len(history), steps, lower_order_final)
         state["index"] += 1
         return multistep_update(x, ft, fs, history, k)
 
     return multi
+
+
+THRESHOLD_RULES = {
+    "thresholding": OptionRule(choices=THRESHOLDS),
+    "threshold_ratio": OptionRule(check=lambda v: 0 < v <= 1, message="must be in (0, 1]"),
+    "data_range": OptionRule(check=lambda v: _is_range(v), message="must be two numbers (lo, hi) with lo < hi"),
+}
+"""The options of thresholding, for the data-prediction solvers (``data_range`` is set from a ScoreModel)."""
+
+
+def _is_range(value: object) -> bool:
+    try:
+        range_bounds(value)
+    except (TypeError, ValueError):
+        return False
+    return len(value) == 2
+
+
+def _threshold_of(options: Mapping[str, Any]) -> Correct | None:
+    """The thresholding a data-prediction solver's ``options`` ask for (the spec's ``correct_denoised``)."""
+    return thresholding_fn(options.get("thresholding", "none"), options.get("data_range", (-1.0, 1.0)),
+                           options.get("threshold_ratio", DYNAMIC_RATIO))  # fmt: skip
 
 
 MULTISTEP = SamplerSpec(
@@ -202,7 +272,9 @@ MULTISTEP = SamplerSpec(
 """DPM-Solver and DPM-Solver++: a multistep run takes one evaluation a step, a singlestep one ``order``."""
 
 
-@fixed_grid(MULTISTEP)
+@fixed_grid(
+    dataclasses.replace(MULTISTEP, rules={**MULTISTEP.rules, **THRESHOLD_RULES}, correct_denoised=_threshold_of)
+)
 def dpm_solver_pp(
     sde: SDE,
     ts: Sequence[float],
@@ -210,6 +282,9 @@ def dpm_solver_pp(
     order: int = 2,
     multistep: bool = True,
     lower_order_final: bool = True,
+    thresholding: str = "none",
+    threshold_ratio: float = DYNAMIC_RATIO,
+    data_range: tuple[float, float] = (-1.0, 1.0),
     budget: int | None = None,
 ) -> StepFn:
     r"""DPM-Solver++ (Lu et al. 2022): the probability-flow ODE in data prediction :math:`D`.
@@ -219,10 +294,12 @@ def dpm_solver_pp(
     ``lower_order_final`` lowers the order of the last steps of short runs (< 15 steps).
     ``budget`` (set by :func:`scoresde.sample`) is the number of evaluations of a singlestep
     run; the remainder goes to a final lower-order step. See :func:`multistep_update` and
-    :func:`singlestep_update` for the formulas.
+    :func:`singlestep_update` for the formulas. ``thresholding`` (``"static"`` or ``"dynamic"``, with
+    ``threshold_ratio``) corrects every data prediction into ``data_range`` (:func:`thresholding_fn`).
     """
     check_solver_options(order, "data")
-    return _dpm(ts, order, bool(multistep), bool(lower_order_final), "data", budget)
+    correct = thresholding_fn(thresholding, data_range, threshold_ratio)
+    return _dpm(ts, order, bool(multistep), bool(lower_order_final), "data", budget, correct)
 
 
 @fixed_grid(MULTISTEP)
@@ -268,7 +345,8 @@ def unipc_coefficients(rks: Sequence[float], hh: float, order: int) -> tuple[lis
 
 
 @fixed_grid(SamplerSpec(grid="log_snr", evals_per_step=lambda options: 1,
-                    rules={"order": ORDER, "prediction": OptionRule(choices=PREDICTIONS)}))  # fmt: skip
+                    rules={"order": ORDER, "prediction": OptionRule(choices=PREDICTIONS), **THRESHOLD_RULES},
+                    correct_denoised=_threshold_of))  # fmt: skip
 def unipc(
     sde: SDE,
     ts: Sequence[float],
@@ -276,6 +354,9 @@ def unipc(
     order: int = 2,
     prediction: str = "data",
     lower_order_final: bool = True,
+    thresholding: str = "none",
+    threshold_ratio: float = DYNAMIC_RATIO,
+    data_range: tuple[float, float] = (-1.0, 1.0),
 ) -> StepFn:
     r"""UniPC (Zhao et al. 2023), bh2 variant: a multistep predictor UniP-``order`` and the corrector UniC.
 
@@ -284,9 +365,13 @@ def unipc(
     :math:`D_s` there (the next step's evaluation), and corrects
     :math:`x_s = \tilde x_s + \alpha_s B(h)(\sum_k \rho^p_k D_k - \sum_k\rho^c_k D_k - \rho^c_{new}(D_s - D_t))`;
     the last step is not corrected (it would cost an evaluation). One evaluation per step.
-    ``prediction="noise"`` runs the same scheme on :math:`\epsilon`.
+    ``prediction="noise"`` runs the same scheme on :math:`\epsilon`. ``thresholding`` as for
+    :func:`dpm_solver_pp` (data prediction only).
     """
     check_solver_options(order, prediction)
+    correct = thresholding_fn(thresholding, data_range, threshold_ratio)
+    if correct is not None and prediction != "data":
+        raise ValueError("thresholding corrects data predictions: use prediction='data' with it")
     steps = len(ts) - 1
     history: list[tuple[float, Tensor]] = []
     state = {"index": 0}
@@ -294,7 +379,7 @@ def unipc(
     def step(sde, score_fn, x, t, s, generator):
         ft, fs = _frame(sde, t, prediction), _frame(sde, s, prediction)
         if not history:
-            history.append((ft.lam, _model(sde, score_fn, x, t, prediction)))
+            history.append((ft.lam, _model(sde, score_fn, x, t, prediction, correct)))
         index = state["index"]
         state["index"] += 1
         k = step_order(order, index, len(history), steps, lower_order_final)
@@ -311,7 +396,7 @@ def unipc(
             pred = pred - (fs.mult * b_h * rho) * d
         if index == steps - 1:
             return pred
-        m_s = _model(sde, score_fn, pred, s, prediction)
+        m_s = _model(sde, score_fn, pred, s, prediction, correct)
         out = base - (fs.mult * b_h * rhos_c[-1]) * (m_s - m0)
         for rho, d in zip(rhos_c[:-1], diffs, strict=True):
             out = out - (fs.mult * b_h * rho) * d
@@ -324,13 +409,17 @@ def unipc(
 
 # -- SDE-DPM-Solver++ ------------------------------------------------------------------------------
 @fixed_grid(SamplerSpec(grid="log_snr", evals_per_step=lambda options: 1,
-                    rules={"order": OptionRule(check=lambda v: v in (1, 2), message="must be 1 or 2")}))  # fmt: skip
+                    rules={"order": OptionRule(check=lambda v: v in (1, 2), message="must be 1 or 2"),
+                           **THRESHOLD_RULES}, correct_denoised=_threshold_of))  # fmt: skip
 def sde_dpm_solver_pp(
     sde: SDE,
     ts: Sequence[float],
     *,
     order: int = 2,
     lower_order_final: bool = True,
+    thresholding: str = "none",
+    threshold_ratio: float = DYNAMIC_RATIO,
+    data_range: tuple[float, float] = (-1.0, 1.0),
 ) -> StepFn:
     r"""SDE-DPM-Solver++(2M) (Lu et al. 2022): the reverse SDE in data prediction, one evaluation per step.
 
@@ -338,16 +427,18 @@ def sde_dpm_solver_pp(
         x_s = \frac{\sigma_s}{\sigma_t}e^{-h}x_t + \alpha_s(1 - e^{-2h})\big(D_t + \tfrac{1}{2r}(D_t - D_{t'})\big)
               + \sigma_s\sqrt{1 - e^{-2h}}\,z
 
-    (the second-order term only at ``order=2``, the midpoint form; :math:`r = (\lambda_t - \lambda_{t'})/h`).
+    (the second-order term only at ``order=2``, the midpoint form; :math:`r = (\lambda_t - \lambda_{t'})/h`);
+    ``thresholding`` as for :func:`dpm_solver_pp`.
     """
     check_solver_options(order, "data", top=2)
+    correct = thresholding_fn(thresholding, data_range, threshold_ratio)
     steps = len(ts) - 1
     history: list[tuple[float, Tensor]] = []
     state = {"index": 0}
 
     def step(sde, score_fn, x, t, s, generator):
         ft, fs = _frame(sde, t, "data"), _frame(sde, s, "data")
-        history.append((ft.lam, _model(sde, score_fn, x, t, "data")))
+        history.append((ft.lam, _model(sde, score_fn, x, t, "data", correct)))
         del history[:-2]
         k = step_order(order, state["index"], len(history), steps, lower_order_final)
         state["index"] += 1

@@ -48,6 +48,9 @@ class SamplerSpec:
             ``budget // evals_per_step`` steps and an odd budget is used whole; otherwise the last step
             takes the remainder (``ceil``).
         rules: ``{option: OptionRule}``, checked before any work.
+        correct_denoised: ``correct_denoised(options)``, the correction (e.g. thresholding) its steps apply to
+            every data prediction, which :func:`scoresde.sample` then applies to the final denoising step too;
+            ``None`` (or a result of ``None``): no correction.
         stepper: for a sampler declared with :func:`fixed_grid`, its step factory
             ``stepper(sde, ts, **options) -> step``; :func:`scoresde.sample` runs the steps through
             :func:`~scoresde.sampling.loop.run_steps` itself.
@@ -58,6 +61,7 @@ class SamplerSpec:
     evals_per_step: Callable[[Mapping[str, Any]], int] | None = None
     whole_steps: bool = False
     rules: Mapping[str, OptionRule] = field(default_factory=dict)
+    correct_denoised: Callable[[Mapping[str, Any]], Callable[[Tensor], Tensor] | None] | None = None
     stepper: Callable[..., StepFn] | None = None
 
 
@@ -114,7 +118,7 @@ def spec_of(fn: Callable[..., Any]) -> SamplerSpec:
     return spec if isinstance(spec, SamplerSpec) else DEFAULT_SPEC
 
 
-POSITIVE = OptionRule(check=lambda v: v > 0, message="must be > 0")
-NON_NEGATIVE = OptionRule(check=lambda v: v >= 0, message="must be >= 0")
+POSITIVE = OptionRule(check=lambda v: v > 0, message="must be a finite number > 0")
+NON_NEGATIVE = OptionRule(check=lambda v: v >= 0, message="must be a finite number >= 0")
 ORDER = OptionRule(check=lambda v: 1 <= v <= 3, message="must be 1, 2 or 3")
 TOLERANCES = {"rtol": POSITIVE, "atol": POSITIVE}
