@@ -252,3 +252,39 @@ def test_the_command_line_prints_a_warning_on_one_line(capsys):
 
     _one_line_warning("sample")(UserWarning("first\nsecond"), UserWarning, "f.py", 1)
     assert capsys.readouterr().err == "scoresde sample: warning: first; second\n"
+
+
+def test_checkpoints_are_readable_by_others_and_failed_writes_and_reads_say_why(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from safetensors import SafetensorError
+
+    import scoresde.checkpoint as checkpoint
+
+    umask = os.umask(0o022)
+    try:
+        path = checkpoint.save_checkpoint(tmp_path / "checkpoint_00000001.safetensors", {"w": torch.ones(2)}, {})
+    finally:
+        os.umask(umask)
+    for written in (path, path.with_suffix(".json")):
+        assert stat.S_IMODE(written.stat().st_mode) == 0o644  # as any file of ours: not 0600
+
+    def denied(file, *args, **kwargs):  # another user's file (the tests may run as root, who reads anything)
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(checkpoint, "open", denied, raising=False)
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint_00000001.safetensors cannot be read: Permission"):
+        checkpoint.Checkpoint.open(path)
+    monkeypatch.undo()
+
+    def full_disk(*args, **kwargs):  # what safetensors raises for ENOSPC
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(OSError, match="could not be written .*No space left on device.*is the disk full"):
+        checkpoint.save_checkpoint(tmp_path / "checkpoint_00000003.safetensors", {"w": torch.ones(2)}, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint_00000001.json",
+        "checkpoint_00000001.safetensors",
+    ]  # no temporary left

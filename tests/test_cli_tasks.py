@@ -120,6 +120,11 @@ def test_encode_decode_round_trip_and_interpolate(digits_ckpt, tmp_path):
         (["inpaint", "{ckpt}", "--input", "{tmp}/samples50.npz", "--out", "{tmp}/x.png"], "outside the model's data"),
         (["encode", "{ckpt}", "--out", "{tmp}/x.png"], "must end in .npz"),
         (["decode", "{ckpt}", "{tmp}/wrong.npz", "--out", "{tmp}/x.png"], "no 'latents'"),
+        (["decode", "{ckpt}", "{tmp}/junk.npz", "--out", "{tmp}/x.png"], "junk.npz is not a NumPy .npy/.npz array"),
+        (["inpaint", "{ckpt}", "--input", "{tmp}/junk.npz", "--out", "{tmp}/x.png"], "not a NumPy .npy/.npz"),
+        (["inpaint", "{ckpt}", "--mask-file", "{tmp}/pickled.npy", "--out", "{tmp}/x.png"], "pickled Python objects"),
+        (["inpaint", "{ckpt}", "--mask-file", "{tmp}/wrong.npz", "--out", "{tmp}/x.png"], "must be a single .npy"),
+        (["interpolate", "{ckpt}", "--points", "1000000000", "--out", "{tmp}/x.png"], "--points must be from 2"),
         (["interpolate", "{ckpt}", "--points", "1", "--out", "{tmp}/x.png"], "--points"),
         (["encode", "{ckpt}", "--rtol", "-1", "--out", "{tmp}/x.npz"], "--rtol"),
     ],
@@ -128,11 +133,14 @@ def test_bad_input_is_one_line_before_any_work(digits_ckpt, tmp_path, capsys, no
     np.save(tmp_path / "bad_mask.npy", np.full((8, 8), 0.5))
     np.savez(tmp_path / "wrong.npz", samples=np.zeros((3, 1, 4, 4), np.float32))
     np.savez(tmp_path / "levels200.npz", levels=np.full((3, 1, 8, 8), 200, np.uint8))  # the digits have 17 levels
+    (tmp_path / "junk.npz").write_bytes(bytes(range(256)))
+    np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     np.savez(tmp_path / "levels_half.npz", levels=np.full((3, 1, 8, 8), 2.5))
     np.savez(tmp_path / "samples50.npz", samples=np.full((3, 1, 8, 8), 50.0, np.float32))
     filled = [a.format(ckpt=digits_ckpt, tmp=tmp_path) for a in args]
     assert _run(*filled) == 2
-    assert message in _error(capsys)
+    err = _error(capsys)
+    assert message in err and "allow_pickle" not in err, err
     assert not (tmp_path / "x.png").exists()
 
 

@@ -14,6 +14,7 @@ import copy
 import itertools
 import json
 import math
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -594,11 +595,20 @@ def test_cli_reports_bad_input_in_one_line_before_reading_the_checkpoint(tmp_pat
           str(tmp_path / "b"), "--data-root", str(tmp_path / "nowhere")], "not a directory"),
         (["convert-official", str(source), "--config", "vp/cifar10_ddpm", "--out", str(tmp_path / "c")],
          "does not fit"),
+        (["convert-official", str(source), "--config", str(tmp_path / "list.json"), "--out", str(tmp_path / "d")],
+         "holds a JSON list, not an object of sections"),
+        (["convert-official", str(tmp_path / "random.pth"), "--config", str(DATA / "tiny_vp_ddpmpp.json"), "--out",
+          str(tmp_path / "e")], "is not a torch checkpoint of tensors"),
+        (["convert-official", str(tmp_path / "plain.pth"), "--config", str(DATA / "tiny_vp_ddpmpp.json"), "--out",
+          str(tmp_path / "f")], "is not a torch checkpoint of tensors (a plain pickle"),
     ]  # fmt: skip
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "random.pth").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "plain.pth").write_bytes(pickle.dumps({"model": [1, 2]}, protocol=4))
     for argv, message in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
-        assert message in err and "\n" not in err, err
+        assert message in err and "\n" not in err and "weights_only" not in err, err
     assert not (tmp_path / "a").exists() and not (tmp_path / "c" / "checkpoints").exists()
 
 

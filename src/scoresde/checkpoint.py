@@ -35,7 +35,7 @@ from safetensors.torch import safe_open as _safe_open
 from torch import Tensor, nn
 
 from .config import stored_config
-from .plotting import atomic_write, shareable
+from .plotting import atomic_write, name_path, shareable
 
 try:
     import fcntl
@@ -55,12 +55,6 @@ class CheckpointError(RuntimeError):
 
 class WorkdirBusyError(RuntimeError):
     """Another process holds the workdir's lock."""
-
-
-def _name_path(err: OSError, path: Path) -> None:
-    """Attach ``path`` to an OSError raised without one (e.g. ENOSPC from a write), for the error message."""
-    if err.filename is None:
-        err.filename = str(path)
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> Path:
@@ -83,7 +77,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            _name_path(err, path)
+            name_path(err, path)
         raise
     sidecar = path.with_suffix(".json")
     fd, tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp", dir=path.parent)
@@ -95,7 +89,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            _name_path(err, sidecar)
+            name_path(err, sidecar)
         raise
     return path
 

@@ -42,6 +42,7 @@ import hashlib
 import json
 import math
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -336,7 +337,9 @@ def read_official(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         # memory-mapped (zip format): the optimizer's moments, twice the weights' size, are never read
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        with warnings.catch_warnings():  # torch's advice about pickle protocols; our own errors follow
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         why = next((line for line in lines if "GLOBAL" in line), None)

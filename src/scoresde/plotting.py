@@ -170,7 +170,7 @@ def atomic_write(path: str | Path, write) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        _name_path(err, path)
+        name_path(err, path)
         raise
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -182,7 +182,7 @@ def atomic_write(path: str | Path, write) -> Path:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            _name_path(err, path)
+            name_path(err, path)
         raise
     return path
 
@@ -195,9 +195,10 @@ def shareable(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _name_path(err: OSError, path: Path) -> None:
-    """Attach ``path`` to an OSError raised without one (e.g. ENOSPC from a write), for the error message."""
-    if err.filename is None:
+def name_path(err: OSError, path: Path) -> None:
+    """Attach ``path`` to a system OSError raised without one (e.g. ENOSPC from a write), for the error message (an
+    error of ours, a message without an errno, already names what it is about)."""
+    if err.filename is None and err.strerror is not None:
         err.filename = str(path)
 
 
