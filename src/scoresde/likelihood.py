@@ -240,7 +240,7 @@ def bits_per_dim(
     if levels is None:
         levels = model.levels if model is not None and model.levels is not None else 256
     if data_range is None:
-        data_range = model.data_range if model is not None else (-1.0, 1.0)
+        data_range = model.data_range if model is not None and model.data_range is not None else (-1.0, 1.0)
     if not isinstance(x, Tensor) or x.ndim < 2:
         raise ValueError("x must be a tensor of shape [B, *dims] holding integer levels")
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:

@@ -45,7 +45,7 @@ def score_model(
         std=m.std,
         sigma_data=m.sigma_data,
         data_shape=data_shape(cfg),
-        data_range=(d.data_range[0], d.data_range[1]),
+        data_range=None if d.dataset == "toy" else (d.data_range[0], d.data_range[1]),
         levels=None if d.dataset == "toy" else data_levels(d.dataset),
         sampling=sampling,
         config=cfg,

@@ -55,6 +55,11 @@ class LinearOperator:
         r"""The point :math:`x + A^+(y - Ax)` nearest to ``x`` among those with :math:`Ax = y`."""
         return x + self.pinv(y - self.forward(x))
 
+    def miss(self, y: Tensor) -> Tensor:
+        r"""Per row, how far noiseless measurements ``y`` lie from the range of ``A``: :math:`\|AA^+y - y\|` (0 when
+        some ``x`` has :math:`Ax = y`)."""
+        return (self.forward(self.pinv(y)) - y).reshape(y.shape[0], -1).norm(dim=1)
+
     def check(self, data_shape: Sequence[int], y: Tensor) -> None:
         """Raise a clear error if ``y`` is not a batch of measurements of samples shaped ``data_shape``."""
         probe = torch.zeros((1, *data_shape), dtype=y.dtype, device=y.device)
@@ -204,6 +209,10 @@ class MaskOperator(LinearOperator):
 
     def project(self, x: Tensor, y: Tensor) -> Tensor:
         return torch.where(self._mask(x), y.to(x.dtype), x)
+
+    def miss(self, y: Tensor) -> Tensor:
+        """Zero: ``y`` holds the known values where the mask is 1 and is ignored elsewhere, so any ``y`` is met."""
+        return torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
 
     def check(self, data_shape: Sequence[int], y: Tensor) -> None:
         if tuple(y.shape[1:]) != tuple(data_shape):

@@ -269,7 +269,9 @@ class ScoreModel(nn.Module):
         sde: the forward process it was trained with.
         prediction, time_input, time_scale, std, sigma_data: the parameterization (see :class:`ModelScore`).
         data_shape: one sample's shape, e.g. ``(1, 8, 8)`` or ``(2,)`` (``None``: unknown; pass shapes yourself).
-        data_range: the model-space interval the data levels were mapped onto (images).
+        data_range: the model-space interval the data levels were mapped onto (images; ``None`` for data
+            without one, e.g. the 2-D toys). ``sample`` warns when its samples leave it, and the inverse problems
+            refuse inputs outside it.
         levels: grey levels of the data (17 for the digits, 256 for 8-bit images; ``None`` for continuous data).
         sampling: default sampling settings (``sampler``, ``steps``, ``eps``, ``n``, ``options``) used by
             :func:`scoresde.sample` when no sampler is given.
@@ -289,7 +291,7 @@ class ScoreModel(nn.Module):
         std: str = "marginal",
         sigma_data: float = SIGMA_DATA,
         data_shape: tuple[int, ...] | None = None,
-        data_range: tuple[float, float] = (-1.0, 1.0),
+        data_range: tuple[float, float] | None = None,
         levels: int | None = None,
         sampling: dict | None = None,
         config: object | None = None,
@@ -304,7 +306,7 @@ class ScoreModel(nn.Module):
         self.parameterization = ModelScore(net, sde, prediction=prediction, time_input=time_input,
                                            time_scale=time_scale, std=std, sigma_data=sigma_data)  # fmt: skip
         self.data_shape = None if data_shape is None else tuple(int(d) for d in data_shape)
-        self.data_range = (float(data_range[0]), float(data_range[1]))
+        self.data_range = None if data_range is None else (float(data_range[0]), float(data_range[1]))
         self.levels = levels
         self.sampling = dict(sampling or {})
         self.config = config
@@ -357,7 +359,7 @@ def takes_model(fn: Callable[..., Any]) -> Callable[..., Any]:
         if model is None:
             return fn(first, *args, **kwargs)
         score_fn = kwargs.pop("score_fn", first)
-        if takes_range:
+        if takes_range and model.data_range is not None:
             kwargs.setdefault("data_range", model.data_range)
         return fn(model.sde, score_fn, *args, **kwargs)
 

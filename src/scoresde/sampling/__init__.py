@@ -57,7 +57,7 @@ from .sde_samplers import (
     reverse_diffusion,
     reverse_diffusion_step,
 )
-from .spec import OptionRule, SamplerSpec, spec_of
+from .spec import SamplerSpec, spec_of
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler_maruyama": euler_maruyama,
@@ -215,7 +215,7 @@ def sample(
     device = api_device(device)
     fn = _resolve(sampler)
     allowed = sampler_options(fn)
-    if model is not None and "data_range" in allowed:  # thresholding into the model's own range
+    if model is not None and model.data_range is not None and "data_range" in allowed:  # thresholding: the model's
         options = {"data_range": model.data_range, **options}
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -292,7 +292,7 @@ def sample(
     if isinstance(generator, SampleNoise):
         generator.draws = gen.draws  # every batch made the same draws; later draws continue the streams
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
-    if model is not None:
+    if model is not None and model.data_range is not None:
         warn_if_outside(x, model.data_range)
     return (x, nfe) if return_nfe else x
 
@@ -424,18 +424,8 @@ def _check_option_values(fn: Callable[..., Tensor], name: str, options: dict) ->
         if number and not math.isfinite(value):  # snr=inf would reach the network as an inf state
             raise ValueError(f"{key} {rule.message if rule is not None and rule.message else 'must be finite'}"
                              f"{suffix}")  # fmt: skip
-        if (number or isinstance(value, (tuple, list))) and rule is not None and not _passes(rule, value):
+        if (number or isinstance(value, (tuple, list))) and rule is not None and not rule.passes(value):
             raise ValueError(f"{key} {rule.message}{suffix}")
-
-
-def _passes(rule: OptionRule, value: object) -> bool:
-    """Whether ``value`` passes ``rule``'s check (a value its check cannot compare does not)."""
-    if rule.check is None:
-        return True
-    try:
-        return bool(rule.check(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _check_generator(generator: object) -> None:

@@ -40,10 +40,14 @@ def _typed_option(sampler: str, key: str, value: Any, default: Any, what: str) -
         value = float(value)
     elif isinstance(default, str) and not isinstance(value, str):
         raise ValueError(f"{where} must be a string, got {value!r}")
+    elif isinstance(default, tuple):  # a pair of numbers such as data_range: [lo, hi]
+        if not (isinstance(value, (list, tuple)) and len(value) == len(default)):
+            raise ValueError(f"{where} must be a list of {len(default)} numbers like {list(default)}, got {value!r}")
+        value = tuple(value)
     rule = spec_of(SAMPLERS[sampler]).rules.get(key)  # the sampler's own rule for this option
     if rule is not None and rule.choices is not None and value not in rule.choices:
         raise ValueError(f"{where} must be one of {', '.join(map(repr, rule.choices))}, got {value!r}")
-    if rule is not None and rule.check is not None and number and not rule.check(value):
+    if rule is not None and (number or isinstance(value, tuple)) and not rule.passes(value):
         raise ValueError(f"{where} {rule.message}, got {value!r}")
     return value
 

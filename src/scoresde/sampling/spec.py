@@ -29,6 +29,15 @@ class OptionRule:
     check: Callable[[Any], bool] | None = None
     message: str = ""
 
+    def passes(self, value: Any) -> bool:
+        """Whether ``value`` passes ``check`` (a value the check cannot compare does not)."""
+        if self.check is None:
+            return True
+        try:
+            return bool(self.check(value))
+        except (TypeError, ValueError):
+            return False
+
 
 def _fixed_steps(options: Mapping[str, Any]) -> bool:
     return False
