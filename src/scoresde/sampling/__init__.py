@@ -314,7 +314,7 @@ def warn_if_outside(x: Tensor, data_range: Sequence[float]) -> float:
     if share > DIVERGED_SHARE:
         message = (f"{share:.1%} of the sampled values lie beyond the data range {tuple(data_range)} by more than a "
                    "quarter of its width: the sampler diverged (typical of a fast solver on a briefly trained model, "
-                   "or of too few steps); try thresholding='dynamic' (dpm_solver++, unipc, sde_dpm_solver++), more "
+                   "or of too few steps); try thresholding='static' (dpm_solver++, unipc, sde_dpm_solver++), more "
                    "steps, or euler_maruyama")  # fmt: skip
         warnings.warn(message, SamplingDivergenceWarning, stacklevel=3)
     return share
