@@ -187,3 +187,17 @@ def test_evaluate_without_a_feature_space_reports_what_it_can(colour_ckpt, tmp_p
     assert "pt_inception-2015-12-05-6726825d.pth" in report["features_note"]
     assert report["bits_per_dim"] > 0 and report["fraction_outside"] is not None
     assert "no FD/KID" in capsys.readouterr().out
+
+
+def test_sample_warns_in_one_line_when_it_diverges_and_static_thresholding_helps(digits_ckpt, tmp_path, capsys):
+    """The 2-step model's data prediction is far outside [-1, 1]: DPM-Solver++ ends outside and says so on one line
+    of stderr; clipping every data prediction keeps the samples in range."""
+    args = ["sample", digits_ckpt, "--sampler", "dpm_solver++", "--steps", 5, "-n", 16, "--out", tmp_path / "s.npz"]
+    assert _run(*args) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scoresde sample: warning: ") and "of the sampled values lie beyond" in err, err
+    assert "\n" not in err
+    assert _run(*args[:-1], tmp_path / "t.npz", "--option", "thresholding=static") == 0
+    assert "warning" not in capsys.readouterr().err
+    samples = np.load(tmp_path / "t.npz")["samples"]
+    assert samples.min() >= -1.0 and samples.max() <= 1.0

@@ -42,7 +42,7 @@ from .data import ImageData, data_levels, to_levels, toy_data
 from .distributed import finish, gather_cat, init_from_env, shard
 from .likelihood import bits_per_dim, log_likelihood
 from .noise import LIKELIHOOD_DRAWS, SampleNoise
-from .sampling import ADAPTIVE_STEPS, default_grid, is_adaptive, sample
+from .sampling import ADAPTIVE_STEPS, default_grid, is_adaptive, sample, warn_if_outside, with_data_range
 from .score import ScoreModel, as_score_model
 from .sde import SDE
 
@@ -113,9 +113,12 @@ def evaluate(
                         eps=None if not isinstance(grid, str) else cfg.sampling.eps or None,
                         generator=SampleNoise(seed, range(part.start, part.stop)),
                         device=device, grid=grid, rho=rho, batch_size=batch_size, return_nfe=True,
-                        progress=progress and rank == 0, **options)  # fmt: skip
+                        progress=progress and rank == 0,
+                        **with_data_range(sampler, options, model.data_range))  # fmt: skip
     seconds = time.perf_counter() - start
     x = gather_cat(x.cpu(), world)
+    if rank == 0 and model.data_range is not None:
+        warn_if_outside(x, model.data_range)  # FD of samples that left the data says little
 
     report: dict[str, Any] = {
         "checkpoint": model.source,

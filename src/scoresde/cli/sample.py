@@ -103,7 +103,7 @@ def _guidance_plan(args, cfg, path: Path) -> tuple[list[int], int, Any] | None:
 def sample_command(args) -> int:
     from ..distributed import finish, gather_cat, init_from_env, shard
     from ..noise import SampleNoise
-    from ..sampling import ADAPTIVE_STEPS, is_adaptive, sample
+    from ..sampling import ADAPTIVE_STEPS, is_adaptive, sample, warn_if_outside, with_data_range
     from ..sampling.options import parse_sampler_options
 
     ckpt, cfg, device = inference_setup(args, (".png", ".npz"))
@@ -131,6 +131,7 @@ def sample_command(args) -> int:
         print(f"sampling {n} with {sampler} ({budget}) on {device}, {world} process(es)", flush=True)
     model = ckpt.load(ema=not args.no_ema, device=device)
     sde, score = model.sde, model
+    options = with_data_range(sampler, options, model.data_range)  # thresholding into the model's range
     eps = cfg.sampling.eps or None
     batch_size = args.batch_size or cfg.eval.batch_size
     shape = model.data_shape
@@ -160,6 +161,8 @@ def sample_command(args) -> int:
     finish(world)
     if rank != 0:
         return 0
+    if model.data_range is not None:
+        warn_if_outside(x, model.data_range)  # once, over every rank's samples
     seconds = time.perf_counter() - start
     what = ""
     if plan is not None:

@@ -215,8 +215,8 @@ def sample(
     device = api_device(device)
     fn = _resolve(sampler)
     allowed = sampler_options(fn)
-    if model is not None and model.data_range is not None and "data_range" in allowed:  # thresholding: the model's
-        options = {"data_range": model.data_range, **options}
+    if model is not None:
+        options = with_data_range(fn, options, model.data_range)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", "sampler")
@@ -295,6 +295,14 @@ def sample(
     if model is not None and model.data_range is not None:
         warn_if_outside(x, model.data_range)
     return (x, nfe) if return_nfe else x
+
+
+def with_data_range(sampler: str | Callable[..., Tensor], options: dict, data_range: Sequence[float] | None) -> dict:
+    """``options`` with ``data_range`` (a model's; ``None``: unknown) for a sampler that thresholds into it, unless
+    they already set one."""
+    if data_range is None or "data_range" not in sampler_options(_resolve(sampler)):
+        return options
+    return {"data_range": tuple(data_range), **options}
 
 
 class SamplingDivergenceWarning(UserWarning):
