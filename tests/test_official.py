@@ -598,9 +598,9 @@ def test_cli_reports_bad_input_in_one_line_before_reading_the_checkpoint(tmp_pat
         (["convert-official", str(source), "--config", str(tmp_path / "list.json"), "--out", str(tmp_path / "d")],
          "holds a JSON list, not an object of sections"),
         (["convert-official", str(tmp_path / "random.pth"), "--config", str(DATA / "tiny_vp_ddpmpp.json"), "--out",
-          str(tmp_path / "e")], "is not a torch checkpoint of tensors"),
+          str(tmp_path / "e")], "is not a readable torch checkpoint of tensors"),
         (["convert-official", str(tmp_path / "plain.pth"), "--config", str(DATA / "tiny_vp_ddpmpp.json"), "--out",
-          str(tmp_path / "f")], "is not a torch checkpoint of tensors (a plain pickle"),
+          str(tmp_path / "f")], "is not a readable torch checkpoint of tensors (a plain pickle"),
     ]  # fmt: skip
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "random.pth").write_bytes(bytes(range(256)) * 4)

@@ -112,21 +112,26 @@ def check_finite(x: Tensor, what: str) -> None:
 RANGE_SLACK = 0.25
 
 
-def range_bounds(data_range: Sequence[float]) -> tuple[float, float]:
-    """``data_range`` widened by :data:`RANGE_SLACK` of its width on each side (it must be increasing)."""
+INPUT_SLACK = 0.5
+"""Inputs to inpaint and colorize may overshoot the data range by this share of its width (a model's samples do);
+beyond it they are not model-space data (pixels, levels): for [-1, 1], beyond +-2."""
+
+
+def range_bounds(data_range: Sequence[float], slack: float = RANGE_SLACK) -> tuple[float, float]:
+    """``data_range`` widened by ``slack`` of its width on each side (it must be increasing)."""
     lo, hi = (float(v) for v in data_range)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"data_range must be two finite numbers (lo, hi) with lo < hi, got {tuple(data_range)}")
-    margin = RANGE_SLACK * (hi - lo)
+    margin = slack * (hi - lo)
     return lo - margin, hi + margin
 
 
 def check_in_range(x: Tensor, data_range: Sequence[float] | None, name: str) -> Tensor:
-    """Raise unless every value of ``x`` lies in the model's ``data_range`` (with :data:`RANGE_SLACK`); ``None``: no
+    """Raise unless every value of ``x`` lies in the model's ``data_range`` (with :data:`INPUT_SLACK`); ``None``: no
     check. One host sync."""
     if data_range is None:
         return x
-    lo, hi = range_bounds(data_range)
+    lo, hi = range_bounds(data_range, INPUT_SLACK)
     small, big = (float(v) for v in torch.aminmax(x.detach()))
     if small < lo or big > hi:
         raise ValueError(f"{name} has values in [{small:.4g}, {big:.4g}], outside the model's data range "

@@ -67,7 +67,7 @@ def log_likelihood(
         generator: draws the probes: a ``torch.Generator`` or a
             :class:`scoresde.noise.SampleNoise` (one stream per sample: with the default
             per-sample error control a sample's result then does not depend on its batch, up to
-            float rounding: see :mod:`scoresde.integrators`).
+            float rounding: see ``scoresde.integrators``).
         method: ``"rk45"`` (adaptive) or a fixed-step method ``"euler"``, ``"heun"``, ``"rk4"``
             with ``steps`` uniform steps.
         error_norm: per-``"sample"`` or whole-``"batch"`` error control for ``rk45``.

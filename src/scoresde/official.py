@@ -345,8 +345,8 @@ def read_official(path: str | Path) -> dict[str, Any]:
         why = next((line for line in lines if "GLOBAL" in line), None)
         if why is None:  # torch's message opens with advice to load unsafely: name only the reader's finding
             found = next((line for line in lines if line.startswith("Unsupported")), "not a torch file of tensors")
-            raise CheckpointError(f"{path} is not a torch checkpoint of tensors (a plain pickle, or not a torch file "
-                                  f"at all; the weights-only reader found: {found})") from err  # fmt: skip
+            raise CheckpointError(f"{path} is not a readable torch checkpoint of tensors (a plain pickle, or not a "
+                                  f"torch file at all; the weights-only reader found: {found})") from err  # fmt: skip
         raise CheckpointError(f"{path} holds Python objects other than tensors and plain containers, and scoresde "
                               f"never runs code from a checkpoint: {why}") from err  # fmt: skip
     except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError) as err:

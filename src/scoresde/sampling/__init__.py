@@ -198,7 +198,7 @@ def sample(
 
     Every sampler is batch-independent with a ``SampleNoise`` except the ``langevin``
     corrector, whose step size is a batch statistic (the paper's rule; ``ald`` is per sample);
-    the adaptive ones to their own error in float32 (see :mod:`scoresde.integrators`).
+    the adaptive ones to their own error in float32 (see ``scoresde.integrators``).
     """
     model = as_score_model(sde)
     if model is not None:

@@ -37,7 +37,8 @@ from .spec import POSITIVE, TOLERANCES, OptionRule, SamplerSpec, declare
 @declare(SamplerSpec(adaptive=lambda options: True,
                     rules={**TOLERANCES, "h_init": POSITIVE, "exponent": POSITIVE,
                            "safety": OptionRule(check=lambda v: 0 < v <= 1, message="must be in (0, 1]"),
-                           "max_steps": OptionRule(check=lambda v: v >= 1, message="must be >= 1")}))  # fmt: skip
+                           "max_steps": OptionRule(check=lambda v: v >= 1,
+                                                   message="must be a positive integer")}))  # fmt: skip
 def adaptive_sde(
     sde: SDE,
     score_fn: ScoreFn,
