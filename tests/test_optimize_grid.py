@@ -374,3 +374,31 @@ def test_cli_bad_arguments_fail_in_one_line_before_the_model_loads(saved, tmp_pa
     assert message in _error(capsys)
     assert not (tmp_path / "x.npz").exists() and not (tmp_path / "x.json").exists()
     assert not (grid_dir(ckpt) / "fresh.json").exists()
+
+
+def test_cli_optimize_grid_claims_its_name_before_the_search(saved, capsys, no_work):
+    """A run that holds the name (another optimize-grid making the same grid) is refused before the model loads."""
+    from scoresde.checkpoint import file_lock
+
+    ckpt, _, _ = saved
+    out = grid_dir(ckpt) / "claimed.json"
+    with file_lock(out.parent / f".{out.name}.lock", "held"):
+        assert _run("optimize-grid", ckpt, "--sampler", "unipc", "--steps", 4, "-n", 16, "--name", "claimed") == 2
+    assert f"{out} is being made by another optimize-grid run" in _error(capsys)
+    assert not out.exists()
+
+
+def test_a_failed_grid_write_leaves_no_file(tmp_path, monkeypatch):
+    """A full disk while writing the grid: an OSError naming the file, and neither the grid nor a temporary left."""
+    import os
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        save_grid(tmp_path / "g.json", [1.0, 0.5, 1e-3], grid_info(VP, "unipc", 3, {}, 16))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert list(tmp_path.iterdir()) == []
