@@ -139,7 +139,7 @@ def test_counts_and_tolerances_are_bounded_before_any_work():
         return mixture.score_fn(sde)(x, t)
 
     cases = [
-        (dict(steps=10**9), "steps must be at most 100,000"),
+        (dict(steps=10**9), "steps must be an integer from 1 to 100,000"),
         (dict(sampler="dpm_solver++", steps=10**9), "must be at most 100,000"),
         (dict(sampler="pc", steps=3, corrector_steps=10**9), "corrector_steps must be at most 100"),
         (dict(sampler="ode", rtol=1e-14), r"rtol=1e-14 is below what float32 resolves \(at least 4.8e-07"),

@@ -32,6 +32,8 @@ def check_data(x: Tensor, name: str = "x") -> Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype} (convert it, e.g. {name}.float())")
     if x.ndim < 1:
         raise ValueError(f"{name} must have a batch dimension, got a tensor of shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has no samples (an empty batch of shape {tuple(x.shape)})")
     return x
 
 
@@ -67,7 +69,10 @@ def batch_time(t: TimeLike, x: Tensor, T: float | None = None, name: str = "t") 
     if isinstance(t, bool):
         raise TypeError(f"{name} must be a number or a tensor, got bool")
     if isinstance(t, (int, float)):
-        t = float(t)
+        try:
+            t = float(t)
+        except OverflowError:
+            raise ValueError(f"{name} is too large ({name} must lie in [0, T={T}])") from None
         if not math.isfinite(t) or (T is not None and not 0.0 <= t <= T):
             raise ValueError(f"{name}={t} is outside [0, T={T}]" if T is not None else f"{name}={t} is not finite")
         return torch.full((batch,), t, dtype=x.dtype, device=x.device)
@@ -89,6 +94,8 @@ def batch_time(t: TimeLike, x: Tensor, T: float | None = None, name: str = "t") 
             # check runs on the device and a violation fails the next synchronising call
             inside = ((t.detach() >= 0.0) & (t.detach() <= T + slack)).all()
             torch._assert_async(inside, f"{name} must lie in [0, T={T}]")
+            return t
+        if t.numel() == 0:
             return t
         lo, hi = (float(v) for v in torch.aminmax(t.detach()))
         if not (lo >= 0.0 and hi <= T + slack):
@@ -119,7 +126,10 @@ beyond it they are not model-space data (pixels, levels): for [-1, 1], beyond +-
 
 def range_bounds(data_range: Sequence[float], slack: float = RANGE_SLACK) -> tuple[float, float]:
     """``data_range`` widened by ``slack`` of its width on each side (it must be increasing)."""
-    lo, hi = (float(v) for v in data_range)
+    try:
+        lo, hi = (float(v) for v in data_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"data_range must be two numbers (lo, hi), got {data_range!r:.60}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"data_range must be two finite numbers (lo, hi) with lo < hi, got {tuple(data_range)}")
     margin = slack * (hi - lo)
@@ -175,12 +185,32 @@ def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
+MIN_EPS = 1e-8
+"""The smallest end time of a reverse integration, as a share of ``T``: below it the kernel's noise level and the
+solvers' log-SNR steps lose every digit of float32."""
+
+
 def check_eps(eps: float, T: float, name: str = "eps") -> float:
-    """Validate the end time ``eps`` of a reverse-time integration: ``0 < eps < T``."""
+    """Validate the end time ``eps`` of a reverse-time integration: a number with ``MIN_EPS * T <= eps < T``."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(eps).__name__} {eps!r:.40}")
     eps = float(eps)
-    if not 0.0 < eps < T:
-        raise ValueError(f"{name} must satisfy 0 < {name} < T={T}, got {eps}")
+    if not MIN_EPS * T <= eps < T:
+        raise ValueError(f"{name} must satisfy {MIN_EPS * T:g} <= {name} < T={T}, got {eps}")
     return eps
+
+
+def check_count(name: str, value: object, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int; a one-line error naming ``name`` unless it is an integer (or an integral float such as
+    3.0; not a bool, not 2.5, not inf) in ``[minimum, maximum]``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, Integral)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f" from {minimum} to {maximum:,}" if maximum is not None else f" >= {minimum}"
+        raise ValueError(f"{name} must be an integer{bound}, got {value!r:.40}")
+    return int(value)
 
 
 def randn_like(x: Tensor, generator: torch.Generator | SampleNoise | None = None) -> Tensor:

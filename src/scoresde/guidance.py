@@ -75,7 +75,8 @@ def classifier_guided(score_fn: ScoreFn, classifier_logp: ClassifierFn, y: int |
             labels = _labels(y, logp, x, checked)
             if "log-probabilities" not in checked:  # one host sync, at the first call only
                 total = torch.logsumexp(logp.detach().double(), dim=1)
-                if not bool((total.abs() <= LOGP_TOLERANCE).all()):
+                tolerance = max(LOGP_TOLERANCE, 4 * torch.finfo(logp.dtype).eps)  # bfloat16 rounds at 4e-3
+                if not bool((total.abs() <= tolerance).all()):
                     raise ValueError("classifier_logp must return log-probabilities (a log_softmax: each row's "
                                      f"exp sums to 1); its rows' exp sum to {float(total.exp().min()):.4g} .. "
                                      f"{float(total.exp().max()):.4g}")  # fmt: skip

@@ -23,6 +23,7 @@ float64, or a fixed-step method, for results that must not depend on the batchin
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -107,8 +108,9 @@ def dopri5(
         ``(y1, n_evals)``: the state at ``t1`` and the number of calls to ``f``.
     """
     check_options("error_norm", error_norm, ERROR_NORMS)
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r:.40}")
     least = min_rtol(y0.dtype)
     if rtol < least:
         raise ValueError(f"rtol={rtol:g} is below what {str(y0.dtype).removeprefix('torch.')} resolves (at least "

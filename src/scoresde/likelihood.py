@@ -23,7 +23,15 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import check_eps, check_finite, check_options, rand_like, randn_like, range_bounds
+from ._checks import (
+    check_count,
+    check_eps,
+    check_finite,
+    check_options,
+    rand_like,
+    randn_like,
+    range_bounds,
+)
 from .integrators import ERROR_NORMS, FIXED_METHODS, dopri5, fixed_step
 from .noise import SampleNoise
 from .sampling import sample
@@ -82,8 +90,7 @@ def log_likelihood(
     check_options("noise", noise, NOISES)
     check_options("method", method, ("rk45", *FIXED_METHODS))
     check_options("error_norm", error_norm, ERROR_NORMS)
-    if int(n_probes) != n_probes or n_probes < 1:
-        raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
+    n_probes = check_count("n_probes", n_probes)
     if not isinstance(x, Tensor) or x.ndim < 2:
         raise ValueError("x must be a tensor of shape [B, *dims]")
     if not x.is_floating_point():
@@ -93,8 +100,10 @@ def log_likelihood(
                         "log-density off by a few hundredths of a nat per dimension): pass x.float()")  # fmt: skip
     check_finite(x, "x")
     eps = check_eps(eps, sde.T)
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None:
+        check_count("batch_size", batch_size)
+    if x.shape[0] == 0:
+        raise ValueError("x has no samples (an empty batch)")
     if isinstance(generator, SampleNoise) and len(generator) != x.shape[0]:
         raise ValueError(f"the SampleNoise has {len(generator)} streams for {x.shape[0]} samples")
     chunk = x.shape[0] if batch_size is None else int(batch_size)
@@ -212,6 +221,10 @@ def bpd_from_logp(logp: Tensor, dims: int, levels: int = 256, data_range: tuple[
     return -logp / (dims * math.log(2.0)) - math.log2(hi - lo) + math.log2(levels)
 
 
+MAX_LEVELS = 2**16
+"""The most data levels :func:`bits_per_dim` takes (16-bit images)."""
+
+
 @takes_model
 def bits_per_dim(
     sde: SDE,
@@ -243,8 +256,7 @@ def bits_per_dim(
         data_range = model.data_range if model is not None and model.data_range is not None else (-1.0, 1.0)
     if not isinstance(x, Tensor) or x.ndim < 2:
         raise ValueError("x must be a tensor of shape [B, *dims] holding integer levels")
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    levels = check_count("levels", levels, 2, MAX_LEVELS)
     range_bounds(data_range)  # an increasing pair of finite numbers, before the solve
     if x.is_floating_point() and torch.finfo(x.dtype).bits < 32:
         raise TypeError(f"x holds levels as {x.dtype}; pass integers (or float32/float64)")

@@ -439,10 +439,24 @@ def positive_time(t: TimeLike, x0: Tensor, T: float) -> Tensor:
 def _score(score_fn: ScoreFn, xt: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
     """``score_fn(xt, t)``, with ``y=y`` for class labels; checked to be shaped like ``xt``."""
     out = check_output(score_fn(xt, t) if y is None else score_fn(xt, t, y=y), xt, "score_fn")
-    if out.device.type == "cpu" and not bool(torch.isfinite(out.detach()).all()):  # free on the CPU, a sync elsewhere
-        raise FloatingPointError("score_fn returned NaN or inf on noised training data; the loss would be too "
-                                 "(a diverged model, or data far outside its range)")  # fmt: skip
+    _check_finite_output(out, "score_fn")
     return out
+
+
+def _check_finite_output(out: Tensor, what: str) -> None:
+    """On the CPU (where it costs no device sync), a one-line error for a non-finite network output."""
+    if out.device.type == "cpu" and not bool(torch.isfinite(out.detach()).all()):
+        raise FloatingPointError(f"{what} returned NaN or inf on noised training data; the loss would be too "
+                                 "(a diverged model, or data far outside its range)")  # fmt: skip
+
+
+def _finite_loss(loss: Tensor) -> Tensor:
+    """The loss, after (on the CPU) a one-line error if it overflowed: finite outputs too large to square."""
+    if loss.device.type == "cpu" and not bool(torch.isfinite(loss.detach()).all()):
+        raise FloatingPointError(f"the loss overflowed to {float(loss.detach().reshape(-1)[0])} in {loss.dtype}: the "
+                                 "network's outputs are far too large (a diverged model), or the dtype too narrow "
+                                 "for this weighting")  # fmt: skip
+    return loss
 
 
 def random_levels(n_levels: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -540,14 +554,16 @@ def dsm_loss(
     xt = mean + std_b * z
     score = _score(score_fn, xt, t, y)
     if weighting == "sigma2":
-        return _reduce((score * std_b + z) ** 2, reduce).mean()
+        return _finite_loss(_reduce((score * std_b + z) ** 2, reduce).mean())
     if time_sampling == "importance":  # w(t) g^2 ||s + z/sigma||^2 with w = (1/(T-eps))/p(t), p = (g^2/sigma^2)/Z
-        return _reduce((score * std_b + z) ** 2, reduce).mean() * (importance_normalizer(sde, eps) / (sde.T - eps))
+        return _finite_loss(
+            _reduce((score * std_b + z) ** 2, reduce).mean() * (importance_normalizer(sde, eps) / (sde.T - eps))
+        )
     if weighting == "likelihood":
         g2 = sde.sde(torch.zeros_like(x0), t)[1] ** 2
-        return (_reduce((score + z / std_b) ** 2, reduce) * g2).mean()
+        return _finite_loss((_reduce((score + z / std_b) ** 2, reduce) * g2).mean())
     weight = loss_weight(sde, t, weighting, sigma_data, gamma)
-    return (_reduce((score * std_b + z) ** 2, reduce) * weight).mean()
+    return _finite_loss((_reduce((score * std_b + z) ** 2, reduce) * weight).mean())
 
 
 def ddpm_loss(
@@ -579,7 +595,8 @@ def ddpm_loss(
     noisy = expand_to(abar.sqrt(), x0) * x0 + expand_to((1 - abar).sqrt(), x0) * noise
     levels = labels.to(x0.dtype)
     out = check_output(model(noisy, levels) if y is None else model(noisy, levels, y), noisy, "model")
-    return _reduce((out - noise) ** 2, reduce).mean()
+    _check_finite_output(out, "model")
+    return _finite_loss(_reduce((out - noise) ** 2, reduce).mean())
 
 
 def smld_loss(
@@ -610,4 +627,4 @@ def smld_loss(
     z = randn_like(x0, generator) if z is None else z
     xt = x0 + sigma * z
     score = _score(score_fn, xt, t, y)
-    return _reduce((score * sigma + z) ** 2, reduce).mean()
+    return _finite_loss(_reduce((score * sigma + z) ** 2, reduce).mean())

@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ._checks import check_count
+
 Coef = float | Tensor
 
 
@@ -100,6 +102,9 @@ class MatrixOperator(LinearOperator):
 
     def _on(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         key = (like.device, like.dtype)
+        if key not in self._cache and self._top > torch.finfo(like.dtype).max:
+            raise ValueError(f"A's entries are too large for {like.dtype} (A A^T reaches {self._top:.3g}): scale A and "
+                             "y down together, or solve in float64")  # fmt: skip
         if key not in self._cache:
             self._cache[key] = tuple(v.to(device=like.device, dtype=like.dtype)
                                      for v in (self.matrix, self._evals, self._evecs))  # fmt: skip
@@ -122,6 +127,10 @@ class MatrixOperator(LinearOperator):
     def project(self, x: Tensor, y: Tensor) -> Tensor:
         flat = x.reshape(x.shape[0], -1)
         return (flat + self.pinv(y - self.forward(x))).reshape(x.shape)
+
+    def miss(self, y: Tensor) -> Tensor:
+        """As :meth:`LinearOperator.miss`, in float64 (``AA^T`` of large entries overflows float32)."""
+        return super().miss(y.double()).to(y.dtype)
 
     def check(self, data_shape: Sequence[int], y: Tensor) -> None:
         d = math.prod(data_shape)
@@ -217,6 +226,9 @@ class MaskOperator(LinearOperator):
     def check(self, data_shape: Sequence[int], y: Tensor) -> None:
         if tuple(y.shape[1:]) != tuple(data_shape):
             raise ValueError(f"x_known has samples of shape {tuple(y.shape[1:])}, expected {tuple(data_shape)}")
+        if self.known.ndim > y.ndim:
+            raise ValueError(f"mask of shape {tuple(self.known.shape)} has more dimensions than x_known "
+                             f"{tuple(y.shape)}")  # fmt: skip
         try:
             torch.broadcast_shapes(tuple(self.known.shape), tuple(y.shape))
         except RuntimeError:
@@ -236,9 +248,7 @@ class ChannelMean(LinearOperator):
     """
 
     def __init__(self, channels: int = 3) -> None:
-        if isinstance(channels, bool) or int(channels) != channels or channels < 2:
-            raise ValueError(f"channels must be an integer >= 2, got {channels!r}")
-        self.channels = int(channels)
+        self.channels = check_count("channels", channels, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=1, keepdim=True)

@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import TimeLike, batch_time, check_data, check_output, expand_to, randn
+from ._checks import TimeLike, batch_time, check_data, check_memory, check_output, check_shape, expand_to, randn
+from .noise import SampleNoise
 from .schedule import Schedule, bisect_increasing
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -146,9 +147,14 @@ class SDE(abc.ABC):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Tensor:
-        """Draw ``x_T ~ N(0, prior_std^2 I)`` of the given shape."""
+        """Draw ``x_T ~ N(0, prior_std^2 I)`` of the given shape (``(B, *dims)`` of positive ints)."""
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")
+        shape = check_shape(shape)
+        if generator is not None and not isinstance(generator, (torch.Generator, SampleNoise)):
+            raise TypeError(f"generator must be a torch.Generator or a scoresde.SampleNoise, got "
+                            f"{type(generator).__name__}")  # fmt: skip
+        check_memory(math.prod(shape), dtype or torch.get_default_dtype(), f"a prior draw of shape {shape}", device)
         return self.prior_std() * randn(shape, generator=generator, device=device, dtype=dtype)
 
     def prior_logp(self, z: Tensor) -> Tensor:
@@ -179,9 +185,11 @@ class SDE(abc.ABC):
 
     def _step(self, t: TimeLike, x: Tensor, dt: float | None) -> float:
         """Validate a step ``dt`` (default ``T/N``) arriving at ``t``: it must not start before 0."""
+        if dt is not None and (isinstance(dt, bool) or not isinstance(dt, (int, float))):
+            raise TypeError(f"dt must be a number, got {type(dt).__name__} {dt!r:.40}")
         dt = self.T / self.N if dt is None else float(dt)
-        if not dt > 0:
-            raise ValueError(f"dt must be positive, got {dt}")
+        if not (math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a finite number > 0, got {dt}")
         times = batch_time(t, x, self.T)
         earliest = float(t) if isinstance(t, (int, float)) else float(times.min())  # no device sync for floats
         if earliest < dt * (1 - 1e-9) - 1e-12:
@@ -455,6 +463,12 @@ class VPSDE(_LinearBetaSDE):
 
     ancestral_variance = "forward"
     discrete_levels = "ddpm"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000) -> None:
+        super().__init__(beta_min, beta_max, N)
+        if self.beta_max / self.N >= 1.0:  # DDPM's largest beta; sqrt(1 - beta) of the discretization needs < 1
+            raise ValueError(f"N={self.N} is too small for beta_max={self.beta_max}: DDPM's discrete betas "
+                             f"beta_max/N must stay below 1 (N > {math.floor(self.beta_max)})")  # fmt: skip
 
     def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
         ib = self.integral_beta(t)
@@ -751,8 +765,13 @@ class CosineVPSDE(LinearSDE):
         return (0.5 * math.pi / (1.0 + self.s)) * (t + self.s)
 
     def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        alpha = torch.cos(self._theta(t)) / math.cos(0.5 * math.pi * self.s / (1.0 + self.s))
-        return alpha, torch.sqrt((1.0 - alpha**2).clamp_min(0.0))
+        r""":math:`\alpha = \cos\theta/\cos\theta_0` and :math:`\sigma^2 = 1 - \alpha^2 =
+        \sin(\theta - \theta_0)\sin(\theta + \theta_0)/\cos^2\theta_0` (no cancellation near ``t = 0``)."""
+        theta0 = 0.5 * math.pi * self.s / (1.0 + self.s)
+        shift = (0.5 * math.pi / (1.0 + self.s)) * t  # theta - theta0, without the cancellation near t = 0
+        alpha = torch.cos(self._theta(t)) / math.cos(theta0)
+        var = torch.sin(shift) * torch.sin(shift + 2 * theta0) / math.cos(theta0) ** 2
+        return alpha, torch.sqrt(var.clamp_min(0.0))
 
     def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
         r""":math:`\alpha' = f\alpha`, :math:`\sigma' = -\alpha\alpha'/\sigma`."""

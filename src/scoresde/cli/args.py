@@ -35,6 +35,13 @@ def positive_int(text: str) -> int:
     return _parsed(text, int, lambda v: v >= 1, "a positive integer")
 
 
+def step_count(text: str) -> int:
+    """``--steps``: a positive integer, at most the samplers' bound on steps."""
+    from ..sampling.grids import MAX_STEPS
+
+    return _parsed(text, int, lambda v: 1 <= v <= MAX_STEPS, f"a positive integer (at most {MAX_STEPS:,})")
+
+
 def non_negative_int(text: str) -> int:
     return _parsed(text, int, lambda v: v >= 0, "an integer >= 0")
 

@@ -15,6 +15,7 @@ from .args import (
     progress_flag,
     seed,
     show_progress,
+    step_count,
 )
 from .common import grid_choice, inference_setup, save_samples
 
@@ -36,7 +37,7 @@ def add_parsers(sub) -> None:
                                "6726825d.pth -n 10000")  # fmt: skip
     ev.add_argument("checkpoint")
     ev.add_argument("--sampler", default=None, help="sampler name (default: the config's)")
-    ev.add_argument("--steps", type=positive_int, default=None, help="steps (default: the config's)")
+    ev.add_argument("--steps", type=step_count, default=None, help="steps (default: the config's)")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
     grid_arguments(ev)
     ev.add_argument("-n", type=positive_int, default=None, help="number of samples (default: eval.n, 1000)")

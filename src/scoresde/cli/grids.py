@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .args import DEVICE_HELP, FORMATTER, positive_int, progress_flag, seed, show_progress
+from .args import DEVICE_HELP, FORMATTER, positive_int, progress_flag, seed, show_progress, step_count
 
 GRID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -32,7 +32,7 @@ def add_parsers(sub) -> None:
                               "--out fast.png")  # fmt: skip
     p.add_argument("checkpoint", help="checkpoint file or checkpoints folder (the newest)")
     p.add_argument("--sampler", default="dpm_solver++", help="a deterministic sampler (default dpm_solver++)")
-    p.add_argument("--steps", type=positive_int, required=True, help="the budget (NFE for the fast solvers)")
+    p.add_argument("--steps", type=step_count, required=True, help="the budget (NFE for the fast solvers)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
     p.add_argument("-n", type=positive_int, default=256, help="starting points of the objective (default 256)")
     p.add_argument("--name", default=None, help="grid name (default <sampler>-<steps>)")

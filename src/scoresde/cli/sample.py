@@ -19,6 +19,7 @@ from .args import (
     progress_flag,
     seed,
     show_progress,
+    step_count,
 )
 from .common import grid_choice, inference_setup, save_samples
 
@@ -34,7 +35,7 @@ def add_parsers(sub) -> None:
                                    "--out pc.npz")  # fmt: skip
     sample.add_argument("checkpoint")
     sample.add_argument("--sampler", default=None, help="sampler name (default: the config's)")
-    sample.add_argument("--steps", type=positive_int, default=None,
+    sample.add_argument("--steps", type=step_count, default=None,
                         help="steps, the NFE budget for the fast solvers (default: the config's; not for the adaptive "
                              "samplers adaptive_sde and ode's rk45)")  # fmt: skip
     sample.add_argument("-n", type=positive_int, default=None, help="number of samples (default: sampling.n, 64)")
@@ -106,6 +107,8 @@ def sample_command(args) -> int:
     from ..sampling import ADAPTIVE_STEPS, is_adaptive, sample, warn_if_outside, with_data_range
     from ..sampling.options import parse_sampler_options
 
+    if args.sampler is not None:  # a named sampler's options are checked before the checkpoint is looked up
+        parse_sampler_options(args.sampler, args.option)
     ckpt, cfg, device = inference_setup(args, (".png", ".npz"))
     plan = _guidance_plan(args, cfg, ckpt.path)
     sampler = args.sampler or cfg.sampling.sampler

@@ -17,7 +17,7 @@ import torch
 
 from .._checks import check_in_range
 from ..likelihood import MAX_POINTS
-from .args import DEVICE_HELP, FORMATTER, positive_float, positive_int, progress_flag, seed, show_progress
+from .args import DEVICE_HELP, FORMATTER, positive_float, positive_int, progress_flag, seed, show_progress, step_count
 
 # the missing region of each --missing choice, as (rows, columns) slices of an H x W image ("random" aside)
 MISSING = {
@@ -64,7 +64,7 @@ def add_parsers(sub) -> None:
         p.add_argument("--method", default="projection", choices=INVERSE_METHODS,
                        help="projection (the paper's replacement method, default), ddnm or pigdm")  # fmt: skip
         p.add_argument("--sampler", default="pc", help="sampler name (default pc)")
-        p.add_argument("--steps", type=positive_int, default=None, help="steps (default: the config's)")
+        p.add_argument("--steps", type=step_count, default=None, help="steps (default: the config's)")
         p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
         p.add_argument("--batch-size", type=positive_int, default=None, help="default: the config's eval.batch_size")
 

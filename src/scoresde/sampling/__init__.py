@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .._checks import check_eps, check_memory, check_shape, range_bounds
+from .._checks import check_count, check_eps, check_memory, check_shape, range_bounds
 from ..devices import api_device
 from ..noise import SampleNoise
 from ..score import CountedScore, ScoreModel, as_score_model, x0_from_score
@@ -226,8 +226,8 @@ def sample(
     grid = default_grid(fn, sde) if grid is None else grid
     ts, evals = _grid(sde, fn, steps, eps, grid, rho, denoise, adaptive, options)
     eps = ts[-1]
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None:
+        check_count("batch_size", batch_size)
     _check_generator(generator)
     if x_init is None:
         if shape is None:
@@ -398,7 +398,7 @@ def budget_steps(sampler: str | Callable[..., Tensor], budget: int, denoise: boo
     if per_step is None:
         raise ValueError(f"{getattr(fn, '__name__', fn)!r} is not a fast solver with an NFE budget")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"steps (the NFE budget of this solver) must be a positive integer, got {budget!r}")
+        raise ValueError(f"steps (the NFE budget of this solver) must be a positive integer, got {budget!r:.40}")
     if budget > MAX_STEPS:
         raise ValueError(f"steps (the NFE budget of this solver) must be at most {MAX_STEPS:,}, got {budget:,}")
     evals = budget - (1 if denoise else 0)
@@ -423,6 +423,8 @@ def _check_option_values(fn: Callable[..., Tensor], name: str, options: dict) ->
             raise ValueError(f"{key} must be True or False{suffix}")
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         integer = number and isinstance(value, int)
+        if isinstance(default, float) and not number and value is not None:
+            raise ValueError(f"{key} must be a number{suffix}")
         if isinstance(default, int) and not isinstance(default, bool) and not integer:
             raise ValueError(f"{key} {rule.message if rule is not None and rule.message else 'must be an integer'}"
                              f"{suffix}")  # fmt: skip

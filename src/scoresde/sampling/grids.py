@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._checks import check_eps, check_options
+from .._checks import check_count, check_eps, check_options
 from ..sde import SDE
 
 GRIDS = ("uniform", "quadratic", "log_snr", "karras")
@@ -37,10 +37,7 @@ MAX_STEPS = 100_000
 def time_grid(sde: SDE, steps: int, eps: float, kind: str = "uniform", rho: float = DEFAULT_RHO) -> list[float]:
     """Return ``steps + 1`` decreasing times from ``sde.T`` to ``eps`` on the grid ``kind``."""
     check_options("grid", kind, GRIDS)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps}")
-    if steps > MAX_STEPS:
-        raise ValueError(f"steps must be at most {MAX_STEPS:,} (the paper's samplers take up to 2,000), got {steps:,}")
+    steps = check_count("steps", steps, 1, MAX_STEPS)
     if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
     steps = int(steps)
