@@ -213,6 +213,13 @@ def check_count(name: str, value: object, minimum: int = 1, maximum: int | None 
     return int(value)
 
 
+def check_generator(generator: object) -> None:
+    """Raise unless ``generator`` is ``None``, a ``torch.Generator`` or a :class:`scoresde.noise.SampleNoise`."""
+    if generator is not None and not isinstance(generator, (torch.Generator, SampleNoise)):
+        kind = type(generator).__name__
+        raise TypeError(f"generator must be a torch.Generator or a scoresde.SampleNoise, got {kind}")
+
+
 def randn_like(x: Tensor, generator: torch.Generator | SampleNoise | None = None) -> Tensor:
     """Standard normal noise shaped like ``x``, drawn from ``generator``.
 

@@ -28,8 +28,17 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import TimeLike, batch_time, check_data, check_memory, check_output, check_shape, expand_to, randn
-from .noise import SampleNoise
+from ._checks import (
+    TimeLike,
+    batch_time,
+    check_data,
+    check_generator,
+    check_memory,
+    check_output,
+    check_shape,
+    expand_to,
+    randn,
+)
 from .schedule import Schedule, bisect_increasing
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -151,9 +160,7 @@ class SDE(abc.ABC):
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")
         shape = check_shape(shape)
-        if generator is not None and not isinstance(generator, (torch.Generator, SampleNoise)):
-            raise TypeError(f"generator must be a torch.Generator or a scoresde.SampleNoise, got "
-                            f"{type(generator).__name__}")  # fmt: skip
+        check_generator(generator)
         check_memory(math.prod(shape), dtype or torch.get_default_dtype(), f"a prior draw of shape {shape}", device)
         return self.prior_std() * randn(shape, generator=generator, device=device, dtype=dtype)
 

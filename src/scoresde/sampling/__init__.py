@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .._checks import check_count, check_eps, check_memory, check_shape, range_bounds
+from .._checks import check_count, check_eps, check_generator, check_memory, check_shape, range_bounds
 from ..devices import api_device
 from ..noise import SampleNoise
 from ..score import CountedScore, ScoreModel, as_score_model, x0_from_score
@@ -228,7 +228,7 @@ def sample(
     eps = ts[-1]
     if batch_size is not None:
         check_count("batch_size", batch_size)
-    _check_generator(generator)
+    check_generator(generator)
     if x_init is None:
         if shape is None:
             raise ValueError("pass a sample shape (B, *dims) or x_init")
@@ -436,12 +436,6 @@ def _check_option_values(fn: Callable[..., Tensor], name: str, options: dict) ->
                              f"{suffix}")  # fmt: skip
         if (number or isinstance(value, (tuple, list))) and rule is not None and not rule.passes(value):
             raise ValueError(f"{key} {rule.message}{suffix}")
-
-
-def _check_generator(generator: object) -> None:
-    if generator is not None and not isinstance(generator, (torch.Generator, SampleNoise)):
-        kind = type(generator).__name__
-        raise TypeError(f"generator must be a torch.Generator or a scoresde.SampleNoise, got {kind}")
 
 
 def _check_x_init(x_init: Tensor, shape: Sequence[int] | None) -> None:
