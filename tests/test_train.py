@@ -171,6 +171,8 @@ def test_mlp_trained_on_the_mixture_recovers_the_mode_weights(tmp_path):
     assert (tmp_path / "loss.png").is_file() and (tmp_path / "samples" / "step_00001500.png").is_file()
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(lines) == 150 and "images_per_s" in lines[-1]
+    left = [json.loads(line)["seconds_left"] for line in lines]
+    assert left[-1] == 0 and all(v > 0 for v in left[:-1])  # the time left, falling to 0 at the last step
 
 
 def _train_cmd(workdir, *extra):

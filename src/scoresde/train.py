@@ -170,6 +170,14 @@ RUN_OUTPUTS = ("log.jsonl", "loss.png", "samples")
 """What a training run writes besides its checkpoints (deleted by ``overwrite``)."""
 
 
+def _duration(seconds: float) -> str:
+    """``seconds`` as ``1h02m``, ``3m05s`` or ``42s``."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def _prepare_workdir(workdir: Path, cfg: Config, resume: bool, overwrite: bool) -> None:
     """Rank 0, holding the workdir lock: refuse, clear or check what an earlier run left behind."""
     prepare_workdir(workdir, SCORE_FORMAT, resume, overwrite, RUN_OUTPUTS,
@@ -235,6 +243,7 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
     writer = _tensorboard(workdir) if (t.tensorboard and is_main) else None
     model.train()
     window, window_start, tick = [], start_step, time.perf_counter()
+    run_start = tick
     lines = lines and is_main
     if lines:
         print(f"training steps {start_step + 1} to {t.n_iters} on {device} ({world} process(es), batches of "
@@ -271,13 +280,15 @@ def _train(cfg: Config, workdir: Path, device: torch.device, rank: int, world: i
         if done % t.log_every == 0 or done == t.n_iters:
             elapsed = time.perf_counter() - tick
             mean_loss = _all_mean(sum(window) / len(window), world)
+            so_far = time.perf_counter() - run_start  # snapshots included: the time left is wall time
             record = {"step": done, "loss": mean_loss, "lr": learning_rate(cfg, step),
-                      "images_per_s": (done - window_start) * t.batch_size / max(elapsed, 1e-9)}  # fmt: skip
+                      "images_per_s": (done - window_start) * t.batch_size / max(elapsed, 1e-9),
+                      "seconds_left": (t.n_iters - done) * so_far / max(done - start_step, 1)}  # fmt: skip
             history.append(record)
             if lines and (time.perf_counter() - said >= PROGRESS_EVERY or done == t.n_iters):
                 said = time.perf_counter()
-                print(f"step {done}/{t.n_iters}  loss {mean_loss:.4f}  {record['images_per_s']:.0f} images/s",
-                      flush=True)  # fmt: skip
+                print(f"step {done}/{t.n_iters}  loss {mean_loss:.4f}  {record['images_per_s']:.0f} images/s  "
+                      f"{_duration(record['seconds_left'])} left", flush=True)  # fmt: skip
             if is_main:
                 append_log(log_path, record)
                 if writer is not None:
