@@ -72,13 +72,17 @@ def main() -> None:
     ref = spaces(load_dataset(cfg, cfg.eval.split).images)
     train = spaces(load_dataset(cfg, "train").images[: args.n])
     floors = [metrics.frechet_distance(a, b) for a, b in zip(train, ref, strict=True)]
-    lines = [f"# Divergence and thresholding on under-trained digits models ({time.strftime('%Y-%m-%d')})", "",
-             f"`python benchmarks/bench_thresholding.py`: checkpoints of {args.run} (EMA weights), {args.n} samples "
-             f"per row and seed (seeds {args.seeds}; mean, range in brackets), 'outside': the share of sampled values "
-             "beyond the data range widened by a quarter of its width (beyond +-1.5; `sample` warns above 1 %), FD in "
-             "the shipped digits classifier's features and FD_pix in pixels of the quantized samples against the "
-             f"{ref[0].shape[0]} test digits. Floors ({args.n} training digits): FD **{floors[0]:.2f}**, FD_pix "
-             f"**{floors[1]:.2f}**. torch {torch.__version__}, 2 threads, CPU.", ""]  # fmt: skip
+    lines = [
+        f"# Divergence and thresholding on under-trained digits models ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"`python benchmarks/bench_thresholding.py`: checkpoints of {_shown(args.run)} (EMA weights), {args.n} samples "
+        f"per row and seed (seeds {args.seeds}; mean, range in brackets), 'outside': the share of sampled values "
+        "beyond the data range widened by a quarter of its width (beyond +-1.5; `sample` warns above 1 %), FD in the "
+        "shipped digits classifier's features and FD_pix in pixels of the quantized samples against the "
+        f"{ref[0].shape[0]} test digits. Floors ({args.n} training digits): FD **{floors[0]:.2f}**, FD_pix "
+        f"**{floors[1]:.2f}**. torch {torch.__version__}, 2 threads, CPU.",
+        "",
+    ]
     for step in (int(s) for s in args.steps.split(",")):
         model = sd.load(Path(args.run) / f"checkpoint_{step:08d}.safetensors")
         lines += [f"## After {step} training steps", "",
@@ -104,6 +108,14 @@ def main() -> None:
         lines.append("")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"-> {args.out}")
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return path
 
 
 def _span(rows: list[tuple[float, ...]], i: int) -> str:
