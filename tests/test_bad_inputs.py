@@ -214,8 +214,9 @@ def test_sample_warns_when_values_leave_the_data_range_and_thresholding_keeps_th
     sde = sd.VPSDE()
     model = sd.ScoreModel(Constant(5.0), sde, prediction="x0", data_shape=(1, 4, 4), data_range=(-1.0, 1.0))
     with pytest.warns(sd.sampling.SamplingDivergenceWarning, match=r"100.0% of the sampled values lie beyond the "
-                      r"data range \(-1.0, 1.0\)"):  # fmt: skip
+                      r"data range \(-1.0, 1.0\)") as caught:  # fmt: skip
         x = sd.sample(model, n=4, sampler="dpm_solver++", steps=10, generator=torch.Generator().manual_seed(0))
+    assert caught[0].filename == __file__  # the warning points at the caller's line, not inside torch
     torch.testing.assert_close(x, torch.full_like(x, 5.0), atol=0.05, rtol=0)
     import warnings
 

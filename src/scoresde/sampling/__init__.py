@@ -293,7 +293,7 @@ def sample(
         generator.draws = gen.draws  # every batch made the same draws; later draws continue the streams
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
     if model is not None and model.data_range is not None:
-        warn_if_outside(x, model.data_range)
+        warn_if_outside(x, model.data_range, stacklevel=3)  # sample's caller, past torch's no_grad wrapper
     return (x, nfe) if return_nfe else x
 
 
@@ -313,10 +313,10 @@ DIVERGED_SHARE = 0.01
 """The share of sampled values beyond the widened data range above which :func:`sample` warns."""
 
 
-def warn_if_outside(x: Tensor, data_range: Sequence[float]) -> float:
+def warn_if_outside(x: Tensor, data_range: Sequence[float], stacklevel: int = 2) -> float:
     """Warn (:class:`SamplingDivergenceWarning`) when more than :data:`DIVERGED_SHARE` of the values of ``x`` lie
     beyond ``data_range`` widened by a quarter of its width on each side; return that share (one host sync, once per
-    run)."""
+    run). ``stacklevel`` as for :func:`warnings.warn`, counted from the caller of this function."""
     lo, hi = range_bounds(data_range)
     share = float(((x < lo) | (x > hi)).float().mean()) if x.numel() else 0.0
     if share > DIVERGED_SHARE:
@@ -324,7 +324,7 @@ def warn_if_outside(x: Tensor, data_range: Sequence[float]) -> float:
                    "quarter of its width: the sampler diverged (typical of a fast solver on a briefly trained model, "
                    "or of too few steps); try thresholding='static' (dpm_solver++, unipc, sde_dpm_solver++), more "
                    "steps, or euler_maruyama")  # fmt: skip
-        warnings.warn(message, SamplingDivergenceWarning, stacklevel=3)
+        warnings.warn(message, SamplingDivergenceWarning, stacklevel=stacklevel + 1)
     return share
 
 
