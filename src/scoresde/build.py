@@ -42,6 +42,8 @@ from .nets import NCSNpp, TimeMLP, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_small, n
 from .sampling import SAMPLERS
 from .score import PREDICTIONS, STDS, TIME_INPUTS, ModelScore
 from .sde import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, RectifiedFlow, SubVPSDE
+from .training.ema import EMA_TYPES
+from .training.options import PRECISIONS
 
 # -- registries ---------------------------------------------------------------------------------
 SDES: dict[str, Callable[..., SDE]] = {
@@ -145,6 +147,8 @@ NAMES: dict[str, Iterable[str]] = {
     "training.weighting": WEIGHTINGS,
     "training.time_sampling": TIME_SAMPLINGS,
     "training.reduce": REDUCTIONS,
+    "training.precision": PRECISIONS,
+    "training.ema_type": EMA_TYPES,
     "sampling.sampler": SAMPLERS,
 }
 

@@ -18,7 +18,8 @@ pooling, a linear head) and ``"mlp"`` for vectors ``[D]`` (2-D toys).
 
 :func:`train_classifier` trains one from a config's ``[sde]``, ``[data]`` and ``[classifier]``
 sections with the conventions of the score-model trainer (workdir lock, safetensors
-checkpoints written atomically, exact resume, ``overwrite``), and ends with the test
+checkpoints written atomically, exact resume, ``overwrite``; the same loop, :func:`scoresde.training.fit`), and
+ends with the test
 accuracy at the times ``classifier.eval_times`` (printed by ``scoresde train-classifier`` and
 written to ``accuracy.json``). :func:`load_classifier` rebuilds a trained one. Nothing here
 imports the score-model trainer.
@@ -28,10 +29,9 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
-import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import __version__
 from ._checks import batch_time, expand_to
 from .build import (
     DATASETS,
@@ -52,29 +51,16 @@ from .build import (
     model_batch,
     with_absolute_root,
 )
-from .checkpoint import (
-    CLASSIFIER_FORMAT,
-    Checkpoint,
-    append_log,
-    check_format,
-    latest_checkpoint,
-    load_checkpoint,
-    load_weights_strict,
-    optimizer_entries,
-    prefixed,
-    prepare_workdir,
-    prune_checkpoints,
-    restore_optimizer,
-    save_checkpoint,
-    truncate_log,
-    workdir_lock,
-)
+from .checkpoint import CLASSIFIER_FORMAT, Checkpoint, check_format, load_weights_strict, prefixed
 from .config import Config, check_ranges, stored_config
 from .devices import pick_device
+from .distributed import init_from_env
 from .losses import training_noise
 from .nets.layers import GaussianFourierProjection, ResnetBlockDDPM, conv, dense, group_norm
 from .plotting import atomic_write, check_writable_dir
 from .sde import SDE
+from .training.loop import Objective, claimed_workdir, fit, learning_rate_warmup
+from .training.options import PRECISIONS, check_fit_options, fit_options
 from .validation import check_class_count, check_data_config, check_labels
 
 CLASSIFIER_OUTPUTS = ("log.jsonl", "accuracy.json")
@@ -207,6 +193,7 @@ def check_classifier_config(cfg: Config, data: bool = True) -> Config:
     build_sde(cfg)  # the type's name and the process's own parameter checks
     check_choice("data.dataset", d.dataset, DATASETS)
     check_choice("classifier.arch", c.arch, CLASSIFIER_ARCHS)
+    check_choice("classifier.precision", c.precision, PRECISIONS)
     check_data_config(cfg, data)
     if (c.arch == "mlp") != (d.dataset == "toy"):
         what = "vectors (data.dataset 'toy')" if c.arch == "mlp" else "images; use classifier.arch 'mlp' for toy data"
@@ -285,34 +272,44 @@ def evaluate_classifier(classifier: NoisyClassifier, cfg: Config, split: str = "
 # -- training -------------------------------------------------------------------------------------
 def classifier_lr(cfg: Config, step: int) -> float:
     """Linear warmup: ``lr * min(1, (step + 1) / warmup)``."""
-    c = cfg.classifier
-    return c.lr * min(1.0, (step + 1) / c.warmup) if c.warmup > 0 else c.lr
+    return learning_rate_warmup(cfg.classifier.lr, cfg.classifier.warmup, step)
 
 
 def train_classifier(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool | None = None,
                      overwrite: bool = False) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """Train the configured noise-conditional classifier in ``workdir`` (one process).
+    """Train the configured noise-conditional classifier in ``workdir``.
 
     Returns the final checkpoint and the test-split accuracy report (also written to
-    ``workdir/accuracy.json``). Same workdir conventions as :func:`scoresde.train.train`:
-    the workdir is locked, ``resume`` (default) continues from the newest checkpoint exactly,
-    ``resume=False`` refuses a workdir with checkpoints, ``overwrite=True`` deletes the
-    previous classifier run's checkpoints, ``log.jsonl`` and ``accuracy.json`` first, and a
-    workdir holding a score model's run is refused. Everything is checked before any work.
+    ``workdir/accuracy.json``). Same loop (:func:`scoresde.training.fit`: precision, compilation,
+    gradient accumulation, DDP under ``torchrun``) and workdir conventions as
+    :func:`scoresde.train.train`: the workdir is locked, ``resume`` (default) continues from the
+    newest checkpoint exactly, ``resume=False`` refuses a workdir with checkpoints,
+    ``overwrite=True`` deletes the previous classifier run's checkpoints, ``log.jsonl`` and
+    ``accuracy.json`` first, and a workdir holding a score model's run is refused. Everything is
+    checked before any work.
     """
     workdir = Path(workdir)
     check_classifier_config(cfg)
     cfg = with_absolute_root(cfg)  # stored in the checkpoints: found again from any working directory
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("train-classifier runs in one process (the classifier is small); launch it without torchrun")
     device = pick_device(cfg.classifier.device)
+    opts = fit_options(cfg.classifier)
+    check_fit_options(opts, device, "classifier")
     check_writable_dir(workdir, "workdir")
     progress = sys.stderr.isatty() if progress is None else progress
-    workdir.mkdir(parents=True, exist_ok=True)
-    with workdir_lock(workdir):
-        prepare_workdir(workdir, CLASSIFIER_FORMAT, resume, overwrite, CLASSIFIER_OUTPUTS,
-                        lambda saved, path: _check_same_classifier(saved, cfg, path))  # fmt: skip
-        return _fit(cfg, workdir, device, resume and not overwrite, progress)
+    rank, world = init_from_env(device)
+    if opts.batch_size % (world * opts.grad_accum):
+        raise ValueError(f"classifier.batch_size {opts.batch_size} must be divisible by the {world} processes "
+                         f"times classifier.grad_accum {opts.grad_accum}")  # fmt: skip
+    same_run = partial(_check_same_classifier, cfg=cfg)
+    with claimed_workdir(workdir, CLASSIFIER_FORMAT, resume, overwrite, CLASSIFIER_OUTPUTS, same_run, rank, world):
+        objective = classifier_objective(cfg)
+        final = fit(objective, opts, workdir, device, resume and not overwrite, progress)
+        if rank != 0:
+            return final, {}
+        classifier = objective.model.eval()
+        report = evaluate_classifier(classifier, cfg, "test", seed=cfg.classifier.seed) | {"step": opts.n_iters}
+        atomic_write(workdir / "accuracy.json", lambda handle: handle.write(json.dumps(report, indent=2).encode()))
+        return final, report
 
 
 CLASSIFIER_RESUMABLE = ("data.root", "classifier.n_iters", "classifier.log_every", "classifier.snapshot_every",
@@ -320,92 +317,39 @@ CLASSIFIER_RESUMABLE = ("data.root", "classifier.n_iters", "classifier.log_every
 """The config keys a resumed classifier run may change; any other change of the sections it reads is refused."""
 
 
-def _check_same_classifier(saved: dict[str, Any], cfg: Config, path: Path) -> None:
+def _check_same_classifier(saved: dict[str, Any], path: Path, cfg: Config) -> None:
     check_resume(stored_config(saved), cfg, path, ("data", "classifier"), CLASSIFIER_RESUMABLE)
 
 
-def _fit(cfg: Config, workdir: Path, device: torch.device, resume: bool, progress: bool) -> tuple[Path, dict]:
+def classifier_objective(cfg: Config) -> Objective:
+    r"""The classifier's :class:`~scoresde.training.Objective`: the configured network (initialised from
+    ``classifier.seed``), batches of data, labels and the DSM draws (:math:`t \sim U(\epsilon, T)`,
+    :math:`z \sim N(0, I)`), the cross-entropy on the perturbed data, and the batch accuracy as a metric."""
     c = cfg.classifier
-    ckpt_dir = workdir / "checkpoints"
     torch.manual_seed(c.seed)
     data, labels = load_dataset(cfg, "train", return_labels=True)
     check_labels(labels, c.num_classes, "classifier.num_classes")
-    classifier = build_classifier(cfg).to(device)
+    classifier = build_classifier(cfg)
     sde = classifier.sde
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    data_gen = torch.Generator().manual_seed(c.seed * 1000)
-    start, history = 0, []
-    final = latest_checkpoint(ckpt_dir) if resume else None
-    if final is not None:
-        start, history = _restore(final, classifier, optimizer, data_gen)
-    truncate_log(workdir / "log.jsonl", start)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=c.n_iters, initial=start, desc="classifier", unit="it", dynamic_ncols=True, mininterval=1.0)
-    classifier.train()
-    losses, hits = [], []
-    for step in range(start, c.n_iters):
-        idx = torch.randint(0, len(labels), (c.batch_size,), generator=data_gen)
-        x = model_batch(data, idx, cfg, data_gen)
-        noise = training_noise("dsm", sde, x, c.eps, data_gen)  # the DSM draws: t ~ U(eps, T), z ~ N(0, I)
-        x, y, t, z = x.to(device), labels[idx].to(device), noise["t"].to(device), noise["z"].to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = classifier_lr(cfg, step)
-        optimizer.zero_grad(set_to_none=True)
-        logp = classifier(perturb(sde, x, t, z), t)
-        loss = F.nll_loss(logp, y)  # classifier_loss, keeping the log-probabilities for the batch accuracy
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"classifier loss became {value} at step {step}; lower classifier.lr")
-        loss.backward()
-        if c.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(classifier.parameters(), c.grad_clip)
-        optimizer.step()
-        losses.append(value)
-        hits.append((logp.detach().argmax(1) == y).double().mean())  # synced at logging only
-        done = step + 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-        if done % c.log_every == 0 or done == c.n_iters:
-            record = {"step": done, "loss": sum(losses) / len(losses),
-                      "batch_accuracy": float(torch.stack(hits).mean()), "lr": classifier_lr(cfg, step)}  # fmt: skip
-            history.append(record)
-            append_log(workdir / "log.jsonl", record)
-            losses, hits = [], []
-        if done % c.snapshot_every == 0 or done == c.n_iters:
-            final = _save(ckpt_dir, done, cfg, classifier, optimizer, data_gen, history)
-            prune_checkpoints(ckpt_dir, c.keep)
-    if bar is not None:
-        bar.close()
-    classifier.eval()
-    report = evaluate_classifier(classifier, cfg, "test", seed=c.seed) | {"step": c.n_iters}
-    atomic_write(workdir / "accuracy.json", lambda handle: handle.write(json.dumps(report, indent=2).encode()))
-    return final, report
+    def draw(generator: torch.Generator) -> dict[str, Tensor]:
+        idx = torch.randint(0, len(labels), (c.batch_size,), generator=generator)
+        x = model_batch(data, idx, cfg, generator)
+        noise = training_noise("dsm", sde, x, c.eps, generator)
+        return {"x": x, "y": labels[idx], "t": noise["t"], "z": noise["z"]}
 
+    def make_loss(network: nn.Module):
+        def loss(batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+            logp = network(perturb(sde, batch["x"], batch["t"], batch["z"]), batch["t"])
+            hits = (logp.detach().argmax(1) == batch["y"]).float().mean()
+            return F.nll_loss(logp, batch["y"]), {"batch_accuracy": hits}  # classifier_loss, with the accuracy
 
-def _save(ckpt_dir: Path, step: int, cfg: Config, classifier: NoisyClassifier, optimizer: torch.optim.Optimizer,
-          data_gen: torch.Generator, history: list[dict]) -> Path:  # fmt: skip
-    tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in classifier.state_dict().items()}
-    opt_tensors, opt_meta = optimizer_entries(optimizer)
-    tensors |= opt_tensors
-    tensors["rng.data"] = data_gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    metadata = {"format": CLASSIFIER_FORMAT, "step": step, "config": cfg.to_dict(), **opt_meta, "history": history,
-                "versions": {"scoresde": __version__, "torch": torch.__version__}}  # fmt: skip
-    return save_checkpoint(ckpt_dir / f"checkpoint_{step:08d}.safetensors", tensors, metadata)
+        return loss
 
-
-def _restore(path: Path, classifier: NoisyClassifier, optimizer: torch.optim.Optimizer,
-             data_gen: torch.Generator) -> tuple[int, list[dict]]:  # fmt: skip
-    tensors, meta = load_checkpoint(path)
-    load_weights_strict(classifier, prefixed(tensors, "model"), what="classifier checkpoint")
-    restore_optimizer(optimizer, tensors, meta)
-    data_gen.set_state(tensors["rng.data"])
-    torch.set_rng_state(tensors["rng.torch"])
-    return int(meta["step"]), list(meta.get("history", []))
+    return Objective(model=classifier, draw=draw, make_loss=make_loss, lr=partial(classifier_lr, cfg),
+                     metadata={"format": CLASSIFIER_FORMAT, "config": cfg.to_dict()},
+                     check_resume=partial(_check_same_classifier, cfg=cfg), adam={"weight_decay": c.weight_decay},
+                     what="classifier", lr_key="classifier.lr")  # fmt: skip
 
 
 def accuracy_table(report: dict[str, Any]) -> str:

@@ -105,7 +105,15 @@ class TrainingConfig:
     eps: float = 1e-5
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = False
+    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU and CUDA) | fp16 (CUDA autocast with a gradient scaler)
+    amp: bool = False  # older name of precision = "fp16"
+    compile: bool = False  # the network through torch.compile
+    channels_last: bool = False  # images and convolution weights in the channels-last memory format
+    grad_accum: int = 1  # micro-batches per step (batch_size / grad_accum images each)
+    grad_checkpointing: bool = False  # the network's blocks recompute their activations in the backward pass
+    ema_type: str = "classic"  # classic | posthoc (also keep EDM2 power-function profiles for the ema command)
+    posthoc_lengths: list[float] = field(default_factory=lambda: [0.05, 0.1])  # sigma_rel of the two profiles
+    posthoc_every: int = 100  # steps between post-hoc EMA snapshots (workdir/posthoc/)
     log_every: int = 50
     snapshot_every: int = 1000
     keep: int = 3
@@ -154,6 +162,11 @@ class ClassifierConfig:
     eps: float = 1e-5  # smallest training time
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA), as training.precision
+    compile: bool = False
+    channels_last: bool = False
+    grad_accum: int = 1
+    grad_checkpointing: bool = False
     log_every: int = 100
     snapshot_every: int = 500
     keep: int = 2
@@ -213,6 +226,11 @@ def _is_times(value: list) -> bool:
     return len(value) > 0 and numbers and all(0 < v <= 1 for v in value)
 
 
+def _is_lengths(value: list) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    return len(value) > 0 and numbers and all(0 < v <= 0.28 for v in value)
+
+
 def _is_interval(value: list) -> bool:
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     return len(value) == 2 and numbers and value[0] < value[1]
@@ -245,6 +263,9 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.p_uncond": _unit(closed_low=True),
     "training.time_std": _positive(),
     "training.min_snr_gamma": _positive(),
+    "training.grad_accum": _at_least(1),
+    "training.posthoc_lengths": (_is_lengths, "must be a non-empty list of EMA lengths (sigma_rel) in (0, 0.28]"),
+    "training.posthoc_every": _at_least(1),
     "training.log_every": _at_least(1),
     "training.snapshot_every": _at_least(1),
     "training.keep": _at_least(0),
@@ -259,6 +280,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "classifier.weight_decay": _at_least(0),
     "classifier.grad_clip": _at_least(0),
     "classifier.eps": _unit(closed_low=False),
+    "classifier.grad_accum": _at_least(1),
     "classifier.log_every": _at_least(1),
     "classifier.snapshot_every": _at_least(1),
     "classifier.keep": _at_least(0),
@@ -296,6 +318,21 @@ CROSS_RANGES: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
         ("training.time_sampling", "training.time_mean", "training.time_std"),
         lambda kind, mean, std: kind in ("lognormal", "logit_normal") or (mean is None and std is None),
         "training.time_mean and training.time_std set the lognormal and logit_normal times only",
+    ),
+    (
+        ("training.batch_size", "training.grad_accum"),
+        lambda batch, accum: batch % accum == 0,
+        "training.batch_size must be divisible by training.grad_accum (equal micro-batches)",
+    ),
+    (
+        ("classifier.batch_size", "classifier.grad_accum"),
+        lambda batch, accum: batch % accum == 0,
+        "classifier.batch_size must be divisible by classifier.grad_accum (equal micro-batches)",
+    ),
+    (
+        ("training.amp", "training.precision"),
+        lambda amp, precision: not amp or precision in ("fp32", "fp16"),
+        "training.amp = true is training.precision 'fp16'; do not combine it with another precision",
     ),
 ]
 # sections whose float fields must be finite ([eval] is validated where it is used)

@@ -87,6 +87,8 @@ class NIN(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over spatial positions, with a residual connection."""
 
+    checkpoint_unit = True  # training.grad_checkpointing recomputes this block in the backward pass
+
     def __init__(self, channels: int, skip_rescale: bool = False, init_scale: float = 0.0,
                  norm_groups: str = "ncsnpp") -> None:  # fmt: skip
         super().__init__()
@@ -153,6 +155,8 @@ class Downsample(nn.Module):
 class ResnetBlockDDPM(nn.Module):
     """DDPM's residual block: GN-act-conv, time projection, GN-act-dropout-conv, 1x1 shortcut."""
 
+    checkpoint_unit = True  # training.grad_checkpointing recomputes this block in the backward pass
+
     def __init__(self, in_ch: int, out_ch: int | None = None, temb_dim: int | None = None, dropout: float = 0.1,
                  skip_rescale: bool = False, init_scale: float = 0.0, norm_groups: str = "ncsnpp") -> None:  # fmt: skip
         super().__init__()
@@ -180,6 +184,8 @@ class ResnetBlockDDPM(nn.Module):
 
 class ResnetBlockBigGAN(nn.Module):
     """BigGAN-style residual block with up/down-sampling inside (NCSN++'s ``biggan`` block)."""
+
+    checkpoint_unit = True  # training.grad_checkpointing recomputes this block in the backward pass
 
     def __init__(self, in_ch: int, out_ch: int | None = None, temb_dim: int | None = None, up: bool = False,
                  down: bool = False, dropout: float = 0.1, fir: bool = False, fir_kernel: Sequence[int] = (1, 3, 3, 1),

@@ -1,0 +1,56 @@
+"""How the training loop runs: :class:`FitOptions` and their checks (the keys a config's ``[training]`` and
+``[classifier]`` sections share)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``training.precision`` -> the autocast dtype (``None``: no autocast)."""
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How :func:`fit` runs (the shared keys of a config's ``[training]`` and ``[classifier]`` sections)."""
+
+    n_iters: int
+    batch_size: int
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    grad_checkpointing: bool = False
+    ema: float | None = None  # classic EMA decay (None: no EMA)
+    ema_warmup: bool = True
+    posthoc: tuple[float, ...] = ()  # sigma_rel of the post-hoc EMA profiles (empty: none)
+    posthoc_every: int = 0
+    seed: int = 0
+    log_every: int = 50
+    snapshot_every: int = 1000
+    keep: int = 3
+    tensorboard: bool = False
+
+
+def fit_options(section: Any, **extra: Any) -> FitOptions:
+    """The :class:`FitOptions` named by a config section's keys (plus ``extra``); a key the section lacks keeps
+    its default."""
+    names = [f for f in FitOptions.__dataclass_fields__ if hasattr(section, f) and f not in extra]
+    return FitOptions(**{name: getattr(section, name) for name in names}, **extra)
+
+
+def check_fit_options(opts: FitOptions, device: torch.device, prefix: str = "training") -> None:
+    """One-line ``ValueError`` unless ``opts`` can run on ``device`` (cheap; before anything is built)."""
+    if opts.precision not in PRECISIONS:
+        raise ValueError(f"{prefix}.precision must be one of {sorted(PRECISIONS)}, got {opts.precision!r}")
+    if opts.precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"{prefix}.precision 'fp16' needs a CUDA device (a gradient scaler); on {device.type} "
+                         "use 'bf16' or 'fp32'")  # fmt: skip
+    if opts.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{prefix}.precision 'bf16': this GPU has no bfloat16; use 'fp16'")
+    if opts.grad_accum < 1 or opts.batch_size % opts.grad_accum:
+        raise ValueError(f"{prefix}.batch_size {opts.batch_size} must be divisible by {prefix}.grad_accum "
+                         f"{opts.grad_accum} (equal micro-batches)")  # fmt: skip
