@@ -28,12 +28,9 @@ import warnings
 from pathlib import Path
 
 import torch
+from digits_spaces import DigitsSpaces
 
 import scoresde as sd
-from scoresde import metrics
-from scoresde.build import load_dataset
-from scoresde.data import to_levels
-from scoresde.features import digits_features, load_digits_classifier
 
 ROOT = Path(__file__).parents[1]
 ROWS = [  # label, sampler, options, NFE
@@ -61,17 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     seeds = [int(s) for s in args.seeds.split(",")]
-    net = load_digits_classifier()
     first = sd.load(Path(args.run) / f"checkpoint_{int(args.steps.split(',')[0]):08d}.safetensors")
-    cfg, levels = first.config, first.levels
-
-    def spaces(levels_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        unit = (levels_x.double() + 0.5) / levels
-        return digits_features(unit.float(), net)[0], unit.reshape(unit.shape[0], -1)
-
-    ref = spaces(load_dataset(cfg, cfg.eval.split).images)
-    train = spaces(load_dataset(cfg, "train").images[: args.n])
-    floors = [metrics.frechet_distance(a, b) for a, b in zip(train, ref, strict=True)]
+    spaces = DigitsSpaces(first.config, first.levels, first.data_range, args.n)
+    floors, ref = spaces.floors, spaces.ref
     lines = [
         f"# Divergence and thresholding on under-trained digits models ({time.strftime('%Y-%m-%d')})",
         "",
@@ -97,8 +86,7 @@ def main() -> None:
                     x = sd.sample(model, n=args.n, sampler=sampler, steps=nfe, generator=sd.SampleNoise(seed, args.n),
                                   batch_size=500, **options)  # fmt: skip
                 seconds = time.perf_counter() - start
-                fd, fd_pix = (metrics.frechet_distance(a, b) for a, b in
-                              zip(spaces(to_levels(x, levels, model.data_range)), ref, strict=True))  # fmt: skip
+                fd, fd_pix = spaces.fd(x)
                 got.append((_outside(x, model.data_range), fd, fd_pix, seconds))
             out, fd, fd_pix, seconds = (statistics.fmean(g[i] for g in got) for i in range(4))
 

@@ -21,7 +21,10 @@ from torch import Tensor, nn
 from .config import SDE_KEYS, Config
 from .data import (
     TOY_CLASSES,
+    EpochOrder,
     ImageData,
+    cached_image_folder,
+    image_files,
     load_cifar10,
     load_digits,
     load_image_folder,
@@ -62,24 +65,49 @@ HOLDOUT_EVERY = 10
 split and trains on the others."""
 
 
+STORAGES: dict[str, str] = {
+    "memory": "decoded into memory at the start of every run (small folders: the fastest)",
+    "memmap": "decoded once into a cache file of levels and read memory-mapped (any size; memory stays bounded)",
+}
+"""``data.storage`` of an image folder -> how it is read."""
+
+
+def _read_folder(cfg: Config, root: Path, keep: Callable[[int], bool] | None = None) -> ImageData:
+    d = cfg.data
+    if d.storage == "memmap":
+        return cached_image_folder(root, d.image_size, d.channels, d.cache or None, d.workers, keep)
+    data = load_image_folder(root, d.image_size, d.channels)
+    if keep is None:
+        return data
+    mask = torch.tensor([keep(i) for i in range(len(data))], dtype=torch.bool)
+    return ImageData(data.images[mask], data.levels, None if data.labels is None else data.labels[mask])
+
+
+def _held_out(i: int) -> bool:
+    return i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+
+
+def _trained_on(i: int) -> bool:
+    return not _held_out(i)
+
+
 def _image_folder(cfg: Config, split: str) -> ImageData:
     """``root/<split>/`` when the folder has ``train/`` and ``test/``; else the flat folder split deterministically:
-    every :data:`HOLDOUT_EVERY`-th image is the test split, the rest the training split."""
-    root, d = Path(cfg.data.root), cfg.data
+    every :data:`HOLDOUT_EVERY`-th image is the test split, the rest the training split. Read as
+    ``data.storage`` says (:data:`STORAGES`)."""
+    root = Path(cfg.data.root)
     if (root / split).is_dir():
-        return load_image_folder(root / split, d.image_size, d.channels)
+        return _read_folder(cfg, root / split)
     other = "test" if split == "train" else "train"
     if (root / other).is_dir():
         raise FileNotFoundError(f"image folder {root} has a {other}/ folder but no {split}/ folder; give it both "
                                 f"(or neither: a flat folder holds out every {HOLDOUT_EVERY}th image as its test "
                                 "split)")  # fmt: skip
-    data = load_image_folder(root, d.image_size, d.channels)
-    held = torch.arange(len(data)) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
-    if split == "test" and not bool(held.any()):
-        raise ValueError(f"image folder {root} has {len(data)} image(s): too few to hold out a test split (every "
+    count = len(image_files(root)[0])
+    if split == "test" and count < HOLDOUT_EVERY:
+        raise ValueError(f"image folder {root} has {count} image(s): too few to hold out a test split (every "
                          f"{HOLDOUT_EVERY}th image); add images, or train/ and test/ folders")  # fmt: skip
-    keep = held if split == "test" else ~held
-    return ImageData(data.images[keep], data.levels, None if data.labels is None else data.labels[keep])
+    return _read_folder(cfg, root, _held_out if split == "test" else _trained_on)
 
 
 def _toy(cfg: Config, split: str, return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -147,6 +175,7 @@ NAMES: dict[str, Iterable[str]] = {
     "training.weighting": WEIGHTINGS,
     "training.time_sampling": TIME_SAMPLINGS,
     "training.reduce": REDUCTIONS,
+    "data.storage": STORAGES,
     "training.precision": PRECISIONS,
     "training.ema_type": EMA_TYPES,
     "sampling.sampler": SAMPLERS,
@@ -285,6 +314,16 @@ def build_loss(cfg: Config, sde: SDE, score: ModelScore, model: nn.Module) -> Ca
     """``loss(x, **noise)`` for the configured objective (``noise`` from :func:`scoresde.losses.training_noise`)."""
     check_choice("training.loss", cfg.training.loss, LOSSES)
     return LOSSES[cfg.training.loss](cfg, sde, score, model)
+
+
+def batch_indices(cfg: Config, n: int, batch_size: int, seed: int) -> Callable[[int, torch.Generator], Tensor]:
+    """``indices(step, generator)``: the dataset rows of a step's batch. Memory-mapped image folders visit every
+    image once per epoch in a seeded order (:class:`scoresde.data.EpochOrder`); data in memory are drawn uniformly
+    with replacement from ``generator`` (the paper's sampling, and every earlier run's)."""
+    if cfg.data.dataset == "image_folder" and cfg.data.storage == "memmap":
+        order = EpochOrder(n, batch_size, seed)
+        return lambda step, generator: order(step)
+    return lambda step, generator: torch.randint(0, n, (batch_size,), generator=generator)
 
 
 def model_batch(data: ImageData | Tensor, idx: Tensor, cfg: Config, generator: torch.Generator) -> Tensor:

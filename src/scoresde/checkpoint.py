@@ -236,7 +236,11 @@ def optimizer_entries(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tenso
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Load the state written by :func:`optimizer_entries` back into ``optimizer``."""
+    """Load the state written by :func:`optimizer_entries` back into ``optimizer``.
+
+    Each moment gets its parameter's memory format (channels-last weights): the fused Adam reads a moment and
+    its parameter element by element in memory order, so a contiguous moment of a channels-last weight would be
+    silently wrong."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in prefixed(tensors, "optim").items():
         pid, name = key.split(".", 1)
@@ -247,6 +251,12 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tenso
     current = optimizer.state_dict()["param_groups"]
     groups = [dict(g, params=c["params"]) for g, c in zip(meta["optimizer_groups"], current, strict=True)]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    for group in optimizer.param_groups:  # stored contiguous: give each moment its parameter's memory format
+        for param in group["params"]:
+            entries = optimizer.state.get(param, {})
+            for name, value in entries.items():
+                if isinstance(value, Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    entries[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:

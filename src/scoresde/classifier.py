@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from ._checks import batch_time, expand_to
 from .build import (
     DATASETS,
+    batch_indices,
     build_sde,
     check_choice,
     check_labels_exist,
@@ -332,8 +333,10 @@ def classifier_objective(cfg: Config) -> Objective:
     classifier = build_classifier(cfg)
     sde = classifier.sde
 
-    def draw(generator: torch.Generator) -> dict[str, Tensor]:
-        idx = torch.randint(0, len(labels), (c.batch_size,), generator=generator)
+    indices = batch_indices(cfg, len(labels), c.batch_size, c.seed)
+
+    def draw(step: int, generator: torch.Generator) -> dict[str, Tensor]:
+        idx = indices(step, generator)
         x = model_batch(data, idx, cfg, generator)
         noise = training_noise("dsm", sde, x, c.eps, generator)
         return {"x": x, "y": labels[idx], "t": noise["t"], "z": noise["z"]}

@@ -68,6 +68,9 @@ class DataConfig:
     data_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     dequantize: bool = True
     flip: bool = False
+    storage: str = "memory"  # image_folder: memory (decoded into RAM) | memmap (decoded once into a cache file)
+    cache: str = ""  # memmap's cache folder ("" = $XDG_CACHE_HOME/scoresde/image_folders)
+    workers: int = 0  # memmap: processes that decode the folder (0 = this one)
 
 
 @dataclass
@@ -247,6 +250,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.image_size": _at_least(1),
     "data.channels": _at_least(1),
     "data.toy_size": _at_least(1),
+    "data.workers": _at_least(0),
     "data.data_range": (_is_interval, "must be [low, high] with finite low < high"),
     "model.time_scale": _positive(),
     "model.sigma_data": _positive(),

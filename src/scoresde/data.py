@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +45,12 @@ class ImageData:
     images: Tensor
     levels: int
     labels: Tensor | None = None
+    checked: bool = False  # the levels are known to be below ``levels`` (a memory-mapped cache: not read again)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
             raise ValueError(f"images must have shape [N, C, H, W], got {tuple(self.images.shape)}")
-        if self.images.numel() and int(self.images.max()) >= self.levels:
+        if not self.checked and self.images.numel() and int(self.images.max()) >= self.levels:
             raise ValueError(f"image values must be below levels={self.levels}")
         if self.labels is not None and tuple(self.labels.shape) != (self.images.shape[0],):
             raise ValueError(f"{self.images.shape[0]} images come with labels of shape {tuple(self.labels.shape)}; "
@@ -153,33 +157,18 @@ def _to_array(img, image_size: int | None, channels: int) -> np.ndarray:
 
 
 # -- image folders ----------------------------------------------------------------------------
-def load_image_folder(root: str | Path, image_size: int, channels: int = 3) -> ImageData:
-    """Every image under ``root`` (recursively), resized so the shorter side is ``image_size``
-    and centre-cropped; ``channels`` 3 (RGB) or 1 (grey). Labels are sub-folder indices."""
-    from PIL import Image
-
-    root = Path(root)
+def image_files(root: Path) -> tuple[list[Path], list[str]]:
+    """The image files under ``root`` in path order, and the sorted sub-folder names (the classes)."""
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    classes = sorted({p.parent.relative_to(root).as_posix() for p in files})
-    images, labels = [], []
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                arr = _to_array(img, image_size, channels)
-        except OSError as err:
-            raise ValueError(f"cannot read image {path}: {err}") from err
-        images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
-        labels.append(classes.index(path.parent.relative_to(root).as_posix()))
-    return ImageData(torch.from_numpy(np.stack(images)), 256, torch.tensor(labels))
+    return files, sorted({p.parent.relative_to(root).as_posix() for p in files})
 
 
-def load_image_file(path: str | Path, image_size: int, channels: int = 3) -> ImageData:
-    """One image file as :class:`ImageData` (one image, 256 levels), resized and centre-cropped as
-    :func:`load_image_folder` does."""
+def _read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
+    """One file as uint8 ``[C, H, W]`` levels (resized and centre-cropped)."""
     from PIL import Image
 
     try:
@@ -187,7 +176,110 @@ def load_image_file(path: str | Path, image_size: int, channels: int = 3) -> Ima
             arr = _to_array(img, image_size, channels)
     except OSError as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
-    return ImageData(torch.from_numpy(arr[None, None] if channels == 1 else arr.transpose(2, 0, 1)[None]), 256)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def _labels(root: Path, files: list[Path], classes: list[str]) -> Tensor:
+    index = {name: i for i, name in enumerate(classes)}
+    return torch.tensor([index[p.parent.relative_to(root).as_posix()] for p in files])
+
+
+def load_image_folder(root: str | Path, image_size: int, channels: int = 3) -> ImageData:
+    """Every image under ``root`` (recursively), resized so the shorter side is ``image_size``
+    and centre-cropped; ``channels`` 3 (RGB) or 1 (grey). Labels are sub-folder indices.
+    Decoded into memory; :func:`cached_image_folder` is the memory-mapped reader for folders of any size."""
+    root = Path(root)
+    files, classes = image_files(root)
+    images = np.empty((len(files), channels, image_size, image_size), dtype=np.uint8)
+    for i, path in enumerate(files):
+        images[i] = _read_image(path, image_size, channels)
+    return ImageData(torch.from_numpy(images), 256, _labels(root, files, classes))
+
+
+def default_cache_dir() -> Path:
+    """Where decoded image folders are cached: ``$XDG_CACHE_HOME/scoresde/image_folders`` (default
+    ``~/.cache/scoresde/image_folders``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "scoresde" / "image_folders"
+
+
+def _decode_into(target: str, start: int, paths: list[Path], image_size: int, channels: int) -> None:
+    """A worker: decode ``paths`` into rows ``start ..`` of the cache file ``target``."""
+    levels = np.load(target, mmap_mode="r+")
+    for i, path in enumerate(paths):
+        levels[start + i] = _read_image(path, image_size, channels)
+    levels.flush()
+
+
+DECODE_CHUNK = 256
+"""Images per task of the decoding workers."""
+
+
+def cached_image_folder(root: str | Path, image_size: int, channels: int = 3, cache_dir: str | Path | None = None,
+                        workers: int = 0, keep: Callable[[int], bool] | None = None) -> ImageData:  # fmt: skip
+    """The images of :func:`load_image_folder`, decoded once into a cache file of uint8 levels and then read
+    memory-mapped: memory stays bounded for any number of images (the operating system pages the rows a batch
+    touches in and out).
+
+    The cache (``cache_dir``, default :func:`default_cache_dir`) is named by a hash of the folder's path, every
+    file's relative path, size and modification time, ``image_size`` and ``channels``, so a changed folder is
+    decoded again and a second run (or another process of a ``torchrun`` launch, which waits on a lock) reuses
+    it. ``workers`` processes decode it (0: this process); the levels file is written first and marked complete
+    last, so an interrupted decoding is started over, never read half-done. ``keep(i)``: cache only the files
+    whose index ``i`` in path order it accepts (a split of a flat folder); labels still index every sub-folder.
+    """
+    import hashlib
+    import json
+
+    root = Path(root).resolve()
+    files, classes = image_files(root)
+    if keep is not None:
+        files = [path for i, path in enumerate(files) if keep(i)]
+        if not files:
+            raise ValueError(f"no image of {root} is in the requested split")
+    listing = [(p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = hashlib.sha256(json.dumps([str(root), image_size, channels, listing]).encode()).hexdigest()[:24]
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    levels_path, done = cache / f"{key}.levels.npy", cache / f"{key}.done"
+    with _exclusive(cache / f"{key}.lock"):
+        if not done.exists():
+            shape = (len(files), channels, image_size, image_size)
+            np.lib.format.open_memmap(levels_path, mode="w+", dtype=np.uint8, shape=shape).flush()
+            chunks = [(i, files[i : i + DECODE_CHUNK]) for i in range(0, len(files), DECODE_CHUNK)]
+            if workers > 0:
+                from concurrent.futures import ProcessPoolExecutor
+
+                with ProcessPoolExecutor(max_workers=workers) as pool:
+                    jobs = [pool.submit(_decode_into, str(levels_path), i, chunk, image_size, channels)
+                            for i, chunk in chunks]  # fmt: skip
+                    for job in jobs:
+                        job.result()
+            else:
+                for i, chunk in chunks:
+                    _decode_into(str(levels_path), i, chunk, image_size, channels)
+            done.write_text(json.dumps({"root": str(root), "images": len(files), "shape": list(shape)}))
+    images = torch.from_numpy(np.load(levels_path, mmap_mode="c"))  # copy-on-write: never written back
+    return ImageData(images, 256, _labels(root, files, classes), checked=True)
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (waiting for another process that holds it)."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def load_image_file(path: str | Path, image_size: int, channels: int = 3) -> ImageData:
+    """One image file as :class:`ImageData` (one image, 256 levels), resized and centre-cropped as
+    :func:`load_image_folder` does."""
+    return ImageData(torch.from_numpy(_read_image(Path(path), image_size, channels)[None]), 256)
 
 
 def from_image_dataset(
@@ -347,3 +439,34 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
             handle.write(payload)
         payload = buf.getvalue()
     path.write_bytes(payload)
+
+
+class EpochOrder:
+    """``order(step) -> [batch_size]`` indices of step ``step``'s batch when every epoch visits each of the ``n``
+    images once, in a fresh order: epoch ``e`` is the permutation drawn from a generator seeded with
+    ``seed * 1_000_003 + e``, and step ``s`` takes positions ``s * batch_size ...`` of the epochs laid end to end.
+
+    A function of the step alone (no state to checkpoint), so a resumed run draws exactly the batches the
+    uninterrupted one would. Only the current epoch's permutation is held (``8 n`` bytes).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < 1:
+            raise ValueError("an epoch order needs at least one image")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=generator)
+        return self._perm
+
+    def __call__(self, step: int) -> Tensor:
+        parts, position, need = [], step * self.batch_size, self.batch_size
+        while need:
+            epoch, offset = divmod(position, self.n)
+            part = self._permutation(epoch)[offset : offset + need]
+            parts.append(part)
+            position, need = position + len(part), need - len(part)
+        return torch.cat(parts)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .build import (
+    batch_indices,
     build_loss,
     build_model,
     build_score,
@@ -127,10 +128,10 @@ def score_objective(cfg: Config, workdir: Path) -> Objective:
         data, labels = load_dataset(cfg, "train", return_labels=True)
         check_labels(labels, num_classes, "model.net.num_classes")
     draw_noise = build_training_noise(cfg, sde)  # the loss's random inputs, times from training.time_sampling
-    n_data = len(data)
+    indices = batch_indices(cfg, len(data), t.batch_size, t.seed)
 
-    def draw(generator: torch.Generator) -> dict[str, Tensor]:
-        idx = torch.randint(0, n_data, (t.batch_size,), generator=generator)
+    def draw(step: int, generator: torch.Generator) -> dict[str, Tensor]:
+        idx = indices(step, generator)
         x = model_batch(data, idx, cfg, generator)
         batch = {"x": x, **draw_noise(x, generator)}
         if labels is not None:

@@ -1,5 +1,6 @@
-"""The commands that train: ``train`` (a score model), ``train-classifier`` (a noise-conditional classifier) and
-``demo`` (the 2-D sampler demo with exact scores)."""
+"""The commands that train: ``train`` (a score model), ``train-classifier`` (a noise-conditional classifier),
+``ema`` (a post-hoc EMA of any length from a run's snapshots) and ``demo`` (the 2-D sampler demo with exact
+scores)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,22 @@ def add_parsers(sub) -> None:
     run_arguments(clf, "a TOML config file with [sde], [data] and [classifier], or a preset (digits_classifier)",
                   "folder for checkpoints, log.jsonl and accuracy.json",
                   "classifier checkpoints, log.jsonl and accuracy.json")  # fmt: skip
+
+    ema = sub.add_parser("ema", help="rebuild the EMA of any length from a run's post-hoc snapshots",
+                         formatter_class=fmt,
+                         description="Post-hoc EMA (Karras et al. 2024): rebuild the weight average of relative "
+                                     "length --length (its std over the training time averaged, 0.05 = the last "
+                                     "5 percent's scale) from the power-function profiles a run kept with "
+                                     "training.ema_type = 'posthoc', and write it as a checkpoint OUT/"
+                                     "checkpoint_<step>.safetensors that sample, evaluate and likelihood read.",
+                         epilog="example:\n  scoresde train digits_vp --workdir runs/d --set training.ema_type=posthoc"
+                                "\n  scoresde ema runs/d --length 0.05 --out runs/d/ema_0.05\n  scoresde evaluate "
+                                "runs/d/ema_0.05 -n 1000")  # fmt: skip
+    ema.add_argument("source", help="a training workdir, its checkpoints/ folder or its posthoc/ folder")
+    ema.add_argument("--length", type=float, required=True,
+                     help="relative EMA length sigma_rel in (0, 0.28] (EDM2's best are about 0.05-0.15)")  # fmt: skip
+    ema.add_argument("--step", type=int, default=None, help="the snapshot step to rebuild at (default: the last)")
+    ema.add_argument("--out", required=True, help="folder for the checkpoint (an existing file is never replaced)")
 
     demo = sub.add_parser("demo", help="sample a 2-D Gaussian mixture with every sampler using its exact score",
                           formatter_class=fmt, epilog="example:\n  scoresde demo --out outputs/demo -n 5000",
@@ -81,10 +98,21 @@ def train_classifier_command(args) -> int:
     start = time.perf_counter()
     final, report = train_classifier(cfg, args.workdir, resume=not args.no_resume, progress=args.progress,
                                      overwrite=args.overwrite)  # fmt: skip
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     done = max(cfg.classifier.n_iters - resumed_at, 0)
     print(f"trained the classifier {done} steps in {time.perf_counter() - start:.0f} s; checkpoint {final}")
     print(accuracy_table(report))
     print(f"accuracy -> {Path(args.workdir) / 'accuracy.json'}")
+    return 0
+
+
+def ema_command(args) -> int:
+    from ..training.ema import save_posthoc_checkpoint, sigma_rel_to_gamma
+
+    gamma = sigma_rel_to_gamma(args.length)  # checks the length before any file is read
+    path = save_posthoc_checkpoint(args.source, args.length, args.out, args.step)
+    print(f"post-hoc EMA of length {args.length:g} (power-function exponent {gamma:.2f}) -> {path}")
     return 0
 
 
@@ -97,4 +125,9 @@ def demo_command(args) -> int:
     return 0
 
 
-COMMANDS = {"train": train_command, "train-classifier": train_classifier_command, "demo": demo_command}
+COMMANDS = {
+    "train": train_command,
+    "train-classifier": train_classifier_command,
+    "ema": ema_command,
+    "demo": demo_command,
+}

@@ -166,12 +166,12 @@ class PostHocEMA:
         self.num_updates = num_updates
 
     def save(self, folder: Path, step: int, model: nn.Module, metadata: dict[str, Any]) -> Path:
-        """Write the profiles (and the model's buffers) to ``folder/ema_<step>.safetensors``."""
+        """Write the profiles (and the model's entries that are not averaged: buffers, frozen weights) to
+        ``folder/ema_<step>.safetensors``."""
         from ..checkpoint import save_checkpoint
 
         tensors = {f"profile{i}.{k}": v for i, shadow in enumerate(self.shadows) for k, v in shadow.items()}
-        params = {k for k, _ in model.named_parameters()}
-        tensors |= {f"buffer.{k}": v for k, v in model.state_dict().items() if k not in params}
+        tensors |= {f"buffer.{k}": v for k, v in model.state_dict().items() if k not in self.shadows[0]}
         meta = {"format": POSTHOC_FORMAT, "model_format": metadata["format"], "config": metadata["config"],
                 "step": step, "updates": self.num_updates, "sigma_rels": list(self.sigma_rels),
                 "gammas": self.gammas}  # fmt: skip
@@ -268,7 +268,9 @@ def save_posthoc_checkpoint(source: str | Path, sigma_rel: float, out: str | Pat
     path = Path(out) / f"checkpoint_{meta['step']:08d}.safetensors"
     if path.exists():
         raise FileExistsError(f"{path} exists; choose another --out folder")
-    tensors = {f"model.{k}": v for k, v in (params | buffers).items()} | {f"ema.{k}": v for k, v in params.items()}
+    tensors = {f"model.{k}": v for k, v in (params | buffers).items()} | {
+        f"ema.{k}": v.clone() for k, v in params.items()
+    }
     metadata = {"format": meta["model_format"], "step": meta["step"], "config": meta["config"], "history": [],
                 "posthoc_ema": {"sigma_rel": sigma_rel, "gamma": gamma, "snapshots": str(folder),
                                 "updates": meta["updates"]}}  # fmt: skip

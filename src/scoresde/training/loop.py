@@ -72,8 +72,9 @@ class Objective:
 
     Attributes:
         model: the module whose parameters are trained (unwrapped; checkpointed as ``model.*``).
-        draw: ``draw(generator) -> batch``, the *global* batch (CPU tensors with the batch as their first
-            dimension) and every random input of the loss, all drawn from ``generator``.
+        draw: ``draw(step, generator) -> batch``, the *global* batch of step ``step`` (CPU tensors with the batch
+            as their first dimension) and every random input of the loss, drawn from ``generator`` (or, like an
+            epoch order, a function of ``step``).
         make_loss: ``make_loss(network) -> loss`` where ``network`` is ``model`` as trained (wrapped in DDP,
             compiled); ``loss(batch)`` is a :data:`LossFn`.
         lr: ``lr(n)``, the learning rate of the update that produces step ``n + 1``.
@@ -86,7 +87,7 @@ class Objective:
     """
 
     model: nn.Module
-    draw: Callable[[torch.Generator], dict[str, Tensor]]
+    draw: Callable[[int, torch.Generator], dict[str, Tensor]]
     make_loss: Callable[[nn.Module], LossFn]
     lr: Callable[[int], float]
     metadata: dict[str, Any]
@@ -169,6 +170,7 @@ def fit(objective: Objective, opts: FitOptions, workdir: Path, device: torch.dev
     """
     rank, world = init_from_env(device)
     is_main = rank == 0
+    workdir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = workdir / "checkpoints"
     model = objective.model.to(device)
     if opts.channels_last:
@@ -222,7 +224,7 @@ def fit(objective: Objective, opts: FitOptions, workdir: Path, device: torch.dev
     window_start, tick = start_step, time.perf_counter()
     run_start = said = tick
     for step in range(start_step, opts.n_iters):
-        batch = objective.draw(data_gen)
+        batch = objective.draw(step, data_gen)
         part = slice(rank * local, (rank + 1) * local)
         lr = objective.lr(step)
         for group in optimizer.param_groups:
