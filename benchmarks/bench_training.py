@@ -44,6 +44,7 @@ def bare_loop(cfg, steps: int, warmup: int, fused: bool) -> float:
     images = load_digits("train").images.float() / 16 * 2 - 1
     b0, b1 = cfg.sde.beta_min, cfg.sde.beta_max
     gen = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
     for step in range(steps + warmup):
         if step == warmup:
             start = time.perf_counter()
@@ -59,6 +60,20 @@ def bare_loop(cfg, steps: int, warmup: int, fused: bool) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     return steps * cfg.training.batch_size / (time.perf_counter() - start)
+
+
+def op_shares(cfg, steps: int = 10) -> list[tuple[str, float]]:
+    """Where a training step's CPU time goes: the share of the profiled self time of the heaviest operators in
+    ``steps`` steps of the bare loop (after a warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    bare_loop(cfg, 3, 0, fused=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        bare_loop(cfg, steps, 0, fused=True)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [(e.key, e.self_cpu_time_total / total) for e in events[:6]]
 
 
 def library(overrides: list[str], steps: int, warmup: int) -> float:
@@ -91,6 +106,7 @@ def main() -> None:
             got[option].append(library(OPTIONS[option], args.steps, args.warmup))
             print(option, f"{got[option][-1]:.0f} images/s", flush=True)
     mean = {k: statistics.fmean(v) for k, v in got.items()}
+    shares = op_shares(cfg)
     bare, before = mean["bare"], mean["bare_foreach"]
     lines = [
         f"# Training throughput ({time.strftime('%Y-%m-%d')})",
@@ -111,6 +127,9 @@ def main() -> None:
         name = "scoresde.train" + ("" if option == "fp32" else f", {option}")
         lines.append(f"| {name} | {mean[option]:.0f} {_span(got[option])} | {mean[option] / bare:.3f} | "
                      f"{mean[option] / before:.2f} |")  # fmt: skip
+    lines += ["", "Where the bare loop's step spends its CPU time (torch profiler, self time, 10 steps):", "",
+              "| operator | share |", "|---|---|"]  # fmt: skip
+    lines += [f"| {name} | {share:.1%} |" for name, share in shares]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -227,6 +227,24 @@ def test_ddp_with_accumulation_and_bf16_matches_one_process(tmp_path):
         torch.testing.assert_close(b[key], a[key], rtol=2e-3, atol=2e-4, msg=key)
 
 
+def test_the_classifier_trains_data_parallel_through_the_same_loop(tmp_path):
+    """The noise-conditional classifier under torchrun (2 gloo processes) computes the single-process update."""
+    cmd = ["train-classifier", str(TOY), "--no-progress", "--set", "classifier.arch=mlp", "--set",
+           "classifier.n_iters=20", "--set", "classifier.snapshot_every=20", "--set", "classifier.batch_size=64",
+           "--set", "classifier.num_classes=3", "--set", "classifier.eval_times=[0.1]"]  # fmt: skip
+    assert main([*cmd, "--workdir", str(tmp_path / "single")]) == 0
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+              "scoresde.cli", *cmd, "--workdir", str(tmp_path / "multi")]  # fmt: skip
+    run = subprocess.run(launch, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("trained the classifier") == 1  # rank 0 reports
+    a, _ = load_checkpoint(tmp_path / "single" / "checkpoints")
+    b, meta = load_checkpoint(tmp_path / "multi" / "checkpoints")
+    assert meta["world_size"] == 2
+    for key in (k for k in a if k.startswith("model.")):
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 # -- post-hoc EMA -------------------------------------------------------------------------------------------
 def test_sigma_rel_and_gamma_are_inverse_and_match_edm2():
     assert sigma_rel_to_gamma(0.05) == pytest.approx(16.97, abs=0.01)  # EDM2's sigma_rel -> gamma table

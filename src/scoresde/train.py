@@ -102,10 +102,11 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
 RUN_OUTPUTS = ("log.jsonl", "loss.png", "samples", "posthoc")
 """What a training run writes besides its checkpoints (deleted by ``overwrite``)."""
 
-RESUMABLE = ("data.root", "training.n_iters", "training.log_every", "training.snapshot_every", "training.keep",
-             "training.tensorboard", "training.device")  # fmt: skip
-"""The config keys a resumed score-model run may change (where the data live, how long, what it logs and keeps,
-which device); any other change of the sections it reads is refused."""
+RESUMABLE = ("data.root", "data.cache", "data.workers", "training.n_iters", "training.log_every",
+             "training.snapshot_every", "training.keep", "training.tensorboard", "training.device",
+             "training.posthoc_every")  # fmt: skip
+"""The config keys a resumed score-model run may change (where the data live and how they are decoded, how long,
+what it logs and keeps, which device); any other change of the sections it reads is refused."""
 
 
 def _check_same_run(saved: dict[str, Any], path: Path, cfg: Config) -> None:

@@ -15,8 +15,9 @@ Capabilities (:class:`FitOptions`): ``precision`` ``"fp32"``, ``"bf16"`` (autoca
 ``channels_last``; ``grad_checkpointing`` (the network's blocks recompute their activations in the backward
 pass); Adam is the fused implementation (CPU and CUDA). The loop never reads a device value between logging
 steps: losses and metrics are summed on the device and read at logging and checkpoint steps. A non-finite
-loss still never updates the weights: the optimizer step is skipped on the device (the fused Adam's
-``found_inf``), and the run stops at the next logging step with a one-line :class:`FloatingPointError`.
+loss (or gradient) still never updates the weights: the optimizer step is skipped on the device (the fused
+Adam's ``found_inf``; under DDP on every process), and the run stops at the next logging step with a one-line
+:class:`FloatingPointError`.
 
 Checkpoints (``workdir/checkpoints/checkpoint_<step>.safetensors``) hold the weights, the EMA(s), the
 optimizer, the data generator and torch's random state, so a run killed at any moment resumes bit-exactly
@@ -246,10 +247,15 @@ def fit(objective: Objective, opts: FitOptions, workdir: Path, device: torch.dev
         finite = torch.isfinite(step_sums[0])
         scaler.unscale_(optimizer)
         if opts.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
-        if not scaler.is_enabled():  # the fused Adam skips its update on the device when found_inf is 1
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        if not scaler.is_enabled():
+            # skipped on the device by the fused Adam: a non-finite loss here, or non-finite gradients (another
+            # process's loss under DDP: the all-reduced gradients are the same on every process)
+            finite = finite & torch.isfinite(grad_norm)
             optimizer.grad_scale, optimizer.found_inf = None, (~finite).float()
-        scaler.step(optimizer)
+        scaler.step(optimizer)  # with fp16 the scaler skips steps whose gradients overflowed, as it does
         scaler.update()
         if ema is not None:
             ema.update(model)
