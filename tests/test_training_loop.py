@@ -227,6 +227,7 @@ def test_ddp_with_accumulation_and_bf16_matches_one_process(tmp_path):
         torch.testing.assert_close(b[key], a[key], rtol=2e-3, atol=2e-4, msg=key)
 
 
+@pytest.mark.slow  # a torchrun launch (7 s); test_ddp_with_accumulation_and_bf16_matches_one_process runs by default
 def test_the_classifier_trains_data_parallel_through_the_same_loop(tmp_path):
     """The noise-conditional classifier under torchrun (2 gloo processes) computes the single-process update."""
     cmd = ["train-classifier", str(TOY), "--no-progress", "--set", "classifier.arch=mlp", "--set",
