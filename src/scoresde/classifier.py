@@ -294,13 +294,10 @@ def train_classifier(cfg: Config, workdir: str | Path, resume: bool = True, prog
     cfg = with_absolute_root(cfg)  # stored in the checkpoints: found again from any working directory
     device = pick_device(cfg.classifier.device)
     opts = fit_options(cfg.classifier)
-    check_fit_options(opts, device, "classifier")
     check_writable_dir(workdir, "workdir")
     progress = sys.stderr.isatty() if progress is None else progress
     rank, world = init_from_env(device)
-    if opts.batch_size % (world * opts.grad_accum):
-        raise ValueError(f"classifier.batch_size {opts.batch_size} must be divisible by the {world} processes "
-                         f"times classifier.grad_accum {opts.grad_accum}")  # fmt: skip
+    check_fit_options(opts, device, "classifier", world)
     same_run = partial(_check_same_classifier, cfg=cfg)
     with claimed_workdir(workdir, CLASSIFIER_FORMAT, resume, overwrite, CLASSIFIER_OUTPUTS, same_run, rank, world):
         objective = classifier_objective(cfg)

@@ -85,15 +85,12 @@ def train(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool 
     cfg = with_absolute_root(cfg)  # stored in the checkpoints: found again from any working directory
     device = pick_device(cfg.training.device)
     opts = training_options(cfg)
-    check_fit_options(opts, device)
     check_writable_dir(workdir, "workdir")
     lines = progress is None and not sys.stderr.isatty()  # a log: plain progress lines instead of a bar
     if progress is None:
         progress = sys.stderr.isatty()
     rank, world = init_from_env(device)
-    if opts.batch_size % (world * opts.grad_accum):
-        raise ValueError(f"training.batch_size {opts.batch_size} must be divisible by the {world} processes times "
-                         f"training.grad_accum {opts.grad_accum}")  # fmt: skip
+    check_fit_options(opts, device, "training", world)
     same_run = partial(_check_same_run, cfg=cfg)
     with claimed_workdir(workdir, SCORE_FORMAT, resume, overwrite, RUN_OUTPUTS, same_run, rank, world):
         return fit(score_objective(cfg, workdir), opts, workdir, device, resume and not overwrite, progress, lines)

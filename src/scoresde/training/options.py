@@ -42,8 +42,9 @@ def fit_options(section: Any, **extra: Any) -> FitOptions:
     return FitOptions(**{name: getattr(section, name) for name in names}, **extra)
 
 
-def check_fit_options(opts: FitOptions, device: torch.device, prefix: str = "training") -> None:
-    """One-line ``ValueError`` unless ``opts`` can run on ``device`` (cheap; before anything is built)."""
+def check_fit_options(opts: FitOptions, device: torch.device, prefix: str = "training", world: int = 1) -> None:
+    """One-line ``ValueError`` unless ``opts`` can run on ``device`` in ``world`` processes (cheap; before anything
+    is built)."""
     if opts.precision not in PRECISIONS:
         raise ValueError(f"{prefix}.precision must be one of {sorted(PRECISIONS)}, got {opts.precision!r}")
     if opts.precision == "fp16" and device.type != "cuda":
@@ -54,3 +55,6 @@ def check_fit_options(opts: FitOptions, device: torch.device, prefix: str = "tra
     if opts.grad_accum < 1 or opts.batch_size % opts.grad_accum:
         raise ValueError(f"{prefix}.batch_size {opts.batch_size} must be divisible by {prefix}.grad_accum "
                          f"{opts.grad_accum} (equal micro-batches)")  # fmt: skip
+    if opts.batch_size % (world * opts.grad_accum):
+        raise ValueError(f"{prefix}.batch_size {opts.batch_size} must be divisible by the {world} processes times "
+                         f"{prefix}.grad_accum {opts.grad_accum}")  # fmt: skip
