@@ -42,7 +42,7 @@ OPTIONS = {  # label: FitOptions fields
     "channels_last": {"channels_last": True},
     "all": {"precision": "bf16", "compile": True, "channels_last": True},
 }
-CUDA_TESTS = ["tests/test_devices.py", "tests/test_training_loop.py::test_training_steps_never_sync_with_the_host"]
+CUDA_TESTS = ["tests/test_devices.py", "tests/test_training_loop.py", "-k", "cuda or never_sync"]
 TINY = ["model.net={nf = 16, ch_mult = [1, 2], num_res_blocks = 1, attn_resolutions = [16]}"]
 
 

@@ -36,6 +36,7 @@ DIGITS = ROOT / "configs" / "digits_vp.toml"
 SHORT = ["training.n_iters=30", "training.snapshot_every=15", "training.log_every=5", "sampling.steps=5"]
 TINY_DIGITS = ["model.net={nf = 8, ch_mult = [1, 2], num_res_blocks = 1, attn_resolutions = [4]}",
                "training.batch_size=16", *SHORT]  # fmt: skip
+DROPOUT = "model.net={nf = 8, ch_mult = [1, 2], num_res_blocks = 1, attn_resolutions = [4], dropout = 0.1}"
 
 
 def _weights(workdir: Path) -> dict[str, torch.Tensor]:
@@ -136,6 +137,18 @@ def test_gradient_checkpointing_keeps_the_gradients():
 
 
 # -- the options through train(): results, exact resume -------------------------------------------------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _straight_and_resumed(tmp_path: Path, base: Path, options: list[str]) -> tuple[dict, dict]:
+    common = SHORT if base == TOY else []
+    straight = load_config(base, [*common, *options])
+    train(straight, tmp_path / "straight", progress=False)
+    train(load_config(base, [*common, *options, "training.n_iters=15"]), tmp_path / "resumed", progress=False)
+    train(straight, tmp_path / "resumed", progress=False)  # resumes at 15
+    return _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+
+
 @pytest.mark.parametrize(
     ("base", "options"),
     [
@@ -146,13 +159,7 @@ def test_gradient_checkpointing_keeps_the_gradients():
     ids=["bf16-accum", "channels_last-checkpointing", "posthoc"],
 )
 def test_each_option_trains_and_resumes_bit_exactly(tmp_path, base, options):
-    common = SHORT if base == TOY else []
-    straight = load_config(base, [*common, *options])
-    train(straight, tmp_path / "straight", progress=False)
-    half = load_config(base, [*common, *options, "training.n_iters=15"])
-    train(half, tmp_path / "resumed", progress=False)
-    train(straight, tmp_path / "resumed", progress=False)  # resumes at 15 (n_iters may change on resume)
-    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    a, b = _straight_and_resumed(tmp_path, base, options)  # n_iters may change on resume
     assert set(a) == set(b)
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -165,6 +172,72 @@ def test_each_option_trains_and_resumes_bit_exactly(tmp_path, base, options):
             first, _ = load_checkpoint(tmp_path / "straight" / "posthoc" / f"ema_{step:08d}.safetensors")
             second, _ = load_checkpoint(tmp_path / "resumed" / "posthoc" / f"ema_{step:08d}.safetensors")
             assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@cuda
+@pytest.mark.parametrize(
+    "options",
+    [[], ["training.precision=fp16"], ["training.precision=bf16", "training.channels_last=true"]],
+    ids=["fp32", "fp16", "bf16-channels_last"],
+)
+def test_cuda_training_resumes_bit_exactly(tmp_path, options):
+    """On a GPU (deterministic kernels): dropout draws from the CUDA generator and fp16 steps depend on the
+    gradient scaler's state; both are checkpointed, so the resumed run is the uninterrupted one."""
+    a, b = _straight_and_resumed(tmp_path, DIGITS, [*TINY_DIGITS, DROPOUT, "training.device=cuda",
+                                                    "training.deterministic=true", *options])  # fmt: skip
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    log = _log(tmp_path / "straight")
+    assert all(math.isfinite(r["loss"]) for r in log) and log[-1]["loss"] < log[0]["loss"]
+    _, meta = load_checkpoint(tmp_path / "straight" / "checkpoints")
+    assert ("grad_scaler" in meta) == ("training.precision=fp16" in options)
+
+
+@cuda
+def test_fp16_with_the_scaler_trains_to_the_closed_form_solution(tmp_path):
+    objective, opts = _regression(300)
+    fit(objective, FitOptions(**{**opts.__dict__, "precision": "fp16"}), tmp_path, torch.device("cuda"))
+    weight = objective.model.weight.detach().cpu()
+    torch.testing.assert_close(weight, torch.tensor([[2.0, -1.0, 0.5]]), atol=2e-2, rtol=0)
+
+
+def test_each_process_restores_its_own_generators(tmp_path):
+    """Under DDP every process draws its own dropout masks: a checkpoint keeps each process's generator state
+    (``rng.torch.<rank>``), and a resumed process takes its own, not process 0's."""
+    from scoresde.training.loop import _restore_random_state
+
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    states = {f"rng.torch{s}": torch.Generator().manual_seed(seed).get_state()
+              for s, seed in (("", 1), (".1", 2))}  # fmt: skip
+    _restore_random_state(states, {}, torch.device("cpu"), 1, scaler)
+    assert torch.equal(torch.get_rng_state(), states["rng.torch.1"])
+    _restore_random_state(states, {}, torch.device("cpu"), 0, scaler)
+    assert torch.equal(torch.get_rng_state(), states["rng.torch"])
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    _restore_random_state(states, {}, torch.device("cpu"), 2, scaler)  # a process the checkpoint did not have
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.slow  # three torchrun launches (about 30 s)
+def test_ddp_run_with_dropout_resumes_bit_exactly(tmp_path):
+    """Two gloo processes with dropout (the digits network): killed at a checkpoint and resumed, the run equals
+    the uninterrupted one bit for bit (each process gets back its own generator)."""
+    args = ["train", str(DIGITS), "--no-progress", *[x for o in (*TINY_DIGITS, DROPOUT) for x in ("--set", o)]]
+
+    def torchrun(workdir: Path, *extra: str) -> None:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                  "scoresde.cli", *args, *extra, "--workdir", str(workdir)]  # fmt: skip
+        run = subprocess.run(launch, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                             timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+
+    torchrun(tmp_path / "straight")
+    torchrun(tmp_path / "resumed", "--set", "training.n_iters=15")
+    torchrun(tmp_path / "resumed")
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 def test_bf16_training_stays_close_to_fp32(tmp_path):
@@ -359,7 +432,7 @@ def run_fit_steps(device: str, sync_mode: str | None) -> torch.nn.Module:
     return objective.model
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@cuda
 def test_training_steps_never_sync_with_the_host():
     model = run_fit_steps("cuda", "error")
     assert model.weight.device.type == "cuda"

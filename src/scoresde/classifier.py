@@ -312,7 +312,7 @@ def train_classifier(cfg: Config, workdir: str | Path, resume: bool = True, prog
 
 CLASSIFIER_RESUMABLE = ("data.root", "data.cache", "data.workers", "classifier.n_iters", "classifier.log_every",
                         "classifier.snapshot_every", "classifier.keep", "classifier.device",
-                        "classifier.eval_times")  # fmt: skip
+                        "classifier.deterministic", "classifier.eval_times")  # fmt: skip
 """The config keys a resumed classifier run may change; any other change of the sections it reads is refused."""
 
 

@@ -114,6 +114,7 @@ class TrainingConfig:
     channels_last: bool = False  # images and convolution weights in the channels-last memory format
     grad_accum: int = 1  # micro-batches per step (batch_size / grad_accum images each)
     grad_checkpointing: bool = False  # the network's blocks recompute their activations in the backward pass
+    deterministic: bool = False  # deterministic CUDA kernels (bit-exact resume on a GPU; slower)
     ema_type: str = "classic"  # classic | posthoc (also keep EDM2 power-function profiles for the ema command)
     posthoc_lengths: list[float] = field(default_factory=lambda: [0.05, 0.1])  # sigma_rel of the two profiles
     posthoc_every: int = 100  # steps between post-hoc EMA snapshots (workdir/posthoc/)
@@ -170,6 +171,7 @@ class ClassifierConfig:
     channels_last: bool = False
     grad_accum: int = 1
     grad_checkpointing: bool = False
+    deterministic: bool = False
     log_every: int = 100
     snapshot_every: int = 500
     keep: int = 2

@@ -22,6 +22,8 @@ def init_from_env(device: torch.device | None = None) -> tuple[int, int]:
         return 0, 1
     if not dist.is_initialized():
         cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+        if cuda and device is not None and device.index is not None:
+            torch.cuda.set_device(device)  # nccl's collectives run on the current device
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
 

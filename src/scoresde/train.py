@@ -101,7 +101,7 @@ RUN_OUTPUTS = ("log.jsonl", "loss.png", "samples", "posthoc")
 
 RESUMABLE = ("data.root", "data.cache", "data.workers", "training.n_iters", "training.log_every",
              "training.snapshot_every", "training.keep", "training.tensorboard", "training.device",
-             "training.posthoc_every")  # fmt: skip
+             "training.deterministic", "training.posthoc_every")  # fmt: skip
 """The config keys a resumed score-model run may change (where the data live and how they are decoded, how long,
 what it logs and keeps, which device); any other change of the sections it reads is refused."""
 

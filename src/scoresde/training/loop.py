@@ -20,13 +20,15 @@ Adam's ``found_inf``; under DDP on every process), and the run stops at the next
 :class:`FloatingPointError`.
 
 Checkpoints (``workdir/checkpoints/checkpoint_<step>.safetensors``) hold the weights, the EMA(s), the
-optimizer, the data generator and torch's random state, so a run killed at any moment resumes bit-exactly
-from its newest checkpoint (with every option except ``compile``, whose generated kernels may differ from one
-compilation to the next; see :func:`fit`).
+optimizer, the data generator, every process's global generators (CPU and CUDA) and the fp16 gradient
+scaler, so a run killed at any moment resumes bit-exactly from its newest checkpoint (with every option
+except ``compile``, whose generated kernels may differ from one compilation to the next; on CUDA with
+``deterministic``; see :func:`fit`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -163,12 +165,39 @@ def fit(objective: Objective, opts: FitOptions, workdir: Path, device: torch.dev
 
     ``resume`` continues from the newest checkpoint exactly where it stopped. The model is built (and
     initialised) by the caller; ``fit`` seeds the data generator with ``1000 * seed`` and torch's global
-    generator (dropout) with ``1000 * seed + rank + 1``. Bit-exact resume holds for every option but
-    ``compile``: a compiled network is numerically equivalent but its generated kernels may round
+    generators (dropout; CPU and CUDA) with ``1000 * seed + rank + 1``. Bit-exact resume holds for every
+    option but ``compile``: a compiled network is numerically equivalent but its generated kernels may round
     differently after a restart, so a resumed compiled run matches the uninterrupted one to float
-    tolerance, not bit for bit. ``progress``: a tqdm bar; ``lines``: plain progress lines at most every
-    :data:`PROGRESS_EVERY` seconds (a log).
+    tolerance, not bit for bit. On CUDA it also needs ``opts.deterministic`` (some cuDNN and atomic-add
+    kernels give different bits from one call to the next). ``progress``: a tqdm bar; ``lines``: plain
+    progress lines at most every :data:`PROGRESS_EVERY` seconds (a log).
     """
+    with deterministic_algorithms(opts.deterministic):
+        return _fit(objective, opts, workdir, device, resume, progress, lines)
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Torch's deterministic kernels while the block runs (``training.deterministic``): on CUDA the same run gives
+    the same bits, and a resumed run the uninterrupted one's (cuDNN's benchmark off, cuBLAS with a fixed
+    workspace: ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set); an operation with no deterministic kernel is an
+    error. The CPU kernels the loop uses are deterministic already."""
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
+def _fit(objective: Objective, opts: FitOptions, workdir: Path, device: torch.device, resume: bool, progress: bool,
+         lines: bool) -> Path:  # fmt: skip
     rank, world = init_from_env(device)
     is_main = rank == 0
     workdir.mkdir(parents=True, exist_ok=True)
@@ -184,10 +213,12 @@ def fit(objective: Objective, opts: FitOptions, workdir: Path, device: torch.dev
     optimizer = torch.optim.Adam(model.parameters(), lr=objective.lr(0), fused=True, **objective.adam)
     data_gen = torch.Generator().manual_seed(opts.seed * 1000)
     torch.manual_seed(opts.seed * 1000 + rank + 1)  # dropout and other global draws
+    scaler = torch.amp.GradScaler("cuda", enabled=opts.precision == "fp16")
     start_step, history = 0, []
     final = latest_checkpoint(ckpt_dir) if resume else None
     if final is not None:
-        start_step, history = _restore(final, objective, model, ema, posthoc, optimizer, data_gen)
+        start_step, history = _restore(final, objective, model, ema, posthoc, optimizer, data_gen, scaler, device,
+                                       rank)  # fmt: skip
     if is_main:  # records and post-hoc snapshots written after the restored checkpoint are dropped
         truncate_log(workdir / "log.jsonl", start_step)
         if posthoc is not None:
@@ -203,7 +234,6 @@ def fit(objective: Objective, opts: FitOptions, workdir: Path, device: torch.dev
         network = torch.compile(network)
     loss_fn = objective.make_loss(network)
     dtype = PRECISIONS[opts.precision]
-    scaler = torch.amp.GradScaler("cuda", enabled=opts.precision == "fp16")
     local = opts.batch_size // world
     micro = local // opts.grad_accum
 
@@ -301,8 +331,10 @@ def fit(objective: Objective, opts: FitOptions, workdir: Path, device: torch.dev
                         writer.add_scalar(name, record[name], done)
             sums, window_start, tick = None, done, time.perf_counter()
         if saving:
+            random_state = _random_state(device, world, scaler)  # every process's generators (a collective)
             if is_main:
-                final = _save(ckpt_dir, done, objective, model, ema, posthoc, optimizer, data_gen, history, world)
+                final = _save(ckpt_dir, done, objective, model, ema, posthoc, optimizer, data_gen, history, world,
+                              random_state)  # fmt: skip
                 prune_checkpoints(ckpt_dir, opts.keep)
                 if objective.snapshot is not None:
                     objective.snapshot(done, history, ema)
@@ -340,9 +372,9 @@ def _tensorboard(workdir: Path):
 
 def _save(ckpt_dir: Path, step: int, objective: Objective, model: nn.Module, ema: EMA | None,
           posthoc: PostHocEMA | None, optimizer: torch.optim.Optimizer, data_gen: torch.Generator,
-          history: list[dict], world: int) -> Path:  # fmt: skip
+          history: list[dict], world: int, random_state: tuple[dict[str, Tensor], dict[str, Any]]) -> Path:  # fmt: skip
     tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
-    meta: dict[str, Any] = {}
+    meta: dict[str, Any] = dict(random_state[1])
     if ema is not None:
         tensors |= {f"ema.{k}": v for k, v in ema.shadow.items()}
         meta["ema_updates"] = ema.num_updates
@@ -352,7 +384,7 @@ def _save(ckpt_dir: Path, step: int, objective: Objective, model: nn.Module, ema
     opt_tensors, opt_meta = optimizer_entries(optimizer)
     tensors |= opt_tensors
     tensors["rng.data"] = data_gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors |= random_state[0]
     from .. import __version__
 
     metadata = {**objective.metadata, "step": step, **meta, "world_size": world, **opt_meta, "history": history,
@@ -361,7 +393,8 @@ def _save(ckpt_dir: Path, step: int, objective: Objective, model: nn.Module, ema
 
 
 def _restore(path: Path, objective: Objective, model: nn.Module, ema: EMA | None, posthoc: PostHocEMA | None,
-             optimizer: torch.optim.Optimizer, data_gen: torch.Generator) -> tuple[int, list[dict]]:  # fmt: skip
+             optimizer: torch.optim.Optimizer, data_gen: torch.Generator, scaler: torch.amp.GradScaler,
+             device: torch.device, rank: int) -> tuple[int, list[dict]]:  # fmt: skip
     tensors, meta = load_checkpoint(path)
     if "optimizer_scalars" not in meta or "rng.data" not in tensors:
         raise ValueError(f"{path} holds weights only (no optimizer or random state: a converted checkpoint), so a "
@@ -378,8 +411,48 @@ def _restore(path: Path, objective: Objective, model: nn.Module, ema: EMA | None
         posthoc.load_state(tensors, int(meta.get("posthoc_updates", 0)), path)
     restore_optimizer(optimizer, tensors, meta)
     data_gen.set_state(tensors["rng.data"])
-    torch.set_rng_state(tensors["rng.torch"])
+    _restore_random_state(tensors, meta, device, rank, scaler)
     return int(meta["step"]), list(meta.get("history", []))
+
+
+def _random_state(device: torch.device, world: int, scaler: torch.amp.GradScaler) -> tuple[dict[str, Tensor], dict]:
+    """Every process's global generators (dropout and other draws inside the network: torch's CPU generator and,
+    on CUDA, the device's), as checkpoint tensors ``rng.torch`` / ``rng.cuda`` (process 0; the names older
+    checkpoints have) and ``rng.torch.<rank>`` / ``rng.cuda.<rank>`` (the others), with the fp16 gradient scaler's
+    state as metadata. Collective under DDP: every process calls it at every checkpoint step."""
+    parts = [torch.get_rng_state()]
+    if device.type == "cuda":
+        parts.append(torch.cuda.get_rng_state(device))
+    sizes = [len(p) for p in parts]
+    mine = torch.cat(parts)
+    if world > 1:
+        comm = mine.to(device) if dist.get_backend() == "nccl" else mine
+        gathered = [torch.empty_like(comm) for _ in range(world)]
+        dist.all_gather(gathered, comm)
+        states = [g.cpu() for g in gathered]
+    else:
+        states = [mine]
+    tensors: dict[str, Tensor] = {}
+    for rank, state in enumerate(states):
+        suffix = "" if rank == 0 else f".{rank}"
+        for name, piece in zip(("torch", "cuda"), state.split(sizes), strict=False):
+            tensors[f"rng.{name}{suffix}"] = piece.clone()
+    meta = {"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {}
+    return tensors, meta
+
+
+def _restore_random_state(tensors: dict[str, Tensor], meta: dict[str, Any], device: torch.device, rank: int,
+                          scaler: torch.amp.GradScaler) -> None:  # fmt: skip
+    """Set this process's generators (and the gradient scaler) from a checkpoint :func:`_random_state` wrote. A
+    process with no state of its own there (a checkpoint of fewer processes, or of the CPU) keeps the seeding
+    :func:`fit` gave it, and the run then continues exactly only up to those draws."""
+    suffix = "" if rank == 0 else f".{rank}"
+    if f"rng.torch{suffix}" in tensors:
+        torch.set_rng_state(tensors[f"rng.torch{suffix}"])
+    if device.type == "cuda" and f"rng.cuda{suffix}" in tensors:
+        torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], device)
+    if scaler.is_enabled() and "grad_scaler" in meta:
+        scaler.load_state_dict(meta["grad_scaler"])
 
 
 def learning_rate_warmup(lr: float, warmup: int, step: int) -> float:

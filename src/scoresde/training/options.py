@@ -24,6 +24,7 @@ class FitOptions:
     compile: bool = False
     channels_last: bool = False
     grad_checkpointing: bool = False
+    deterministic: bool = False  # torch's deterministic algorithms (bit-exact runs and resumes on CUDA)
     ema: float | None = None  # classic EMA decay (None: no EMA)
     ema_warmup: bool = True
     posthoc: tuple[float, ...] = ()  # sigma_rel of the post-hoc EMA profiles (empty: none)
