@@ -95,10 +95,14 @@ def sample_rate(cfg, device: torch.device, batch_size: int) -> tuple[float, int]
 
 def run_tests() -> str:
     """Run the CUDA-only tests (the no-sync checks of the samplers and of the training loop among them)."""
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CUDA_TESTS], cwd=ROOT,
-                         capture_output=True, text=True)  # fmt: skip
-    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr.strip()[-300:]
-    return f"{'passed' if run.returncode == 0 else 'FAILED'}: {summary}"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "--tb=line", "-p", "no:cacheprovider",
+                          *CUDA_TESTS], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    lines = run.stdout.strip().splitlines()
+    summary = lines[-1] if lines else run.stderr.strip()[-300:]
+    if run.returncode == 0:
+        return f"passed: {summary}"
+    failed = [line.removeprefix("FAILED ") for line in lines if line.startswith("FAILED ")]
+    return f"FAILED: {summary}" + "".join(f"\n- {name}" for name in failed)
 
 
 def main(argv: list[str] | None = None) -> int:
