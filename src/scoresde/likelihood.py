@@ -32,6 +32,7 @@ from ._checks import (
     randn_like,
     range_bounds,
 )
+from .flow_multistep import ADAMS_ORDERS, adams_flow, likelihood_grid
 from .integrators import ERROR_NORMS, FIXED_METHODS, dopri5, fixed_step
 from .noise import SampleNoise
 from .sampling import sample
@@ -41,6 +42,24 @@ from .sde import SDE, ScoreFn
 
 DIVERGENCES = ("hutchinson", "exact")
 NOISES = ("rademacher", "gaussian")
+METHODS = ("adams", "rk45", *FIXED_METHODS)
+"""Integrators of :func:`log_likelihood`: ``"adams"`` (fixed grid, exponential multistep in log-SNR time:
+:mod:`scoresde.flow_multistep`), ``"rk45"`` (adaptive Dormand-Prince, the reference) and the fixed-step
+``"euler"``, ``"heun"``, ``"rk4"`` in plain time."""
+ADAMS_STEPS = 39
+"""Default steps of ``method="adams"``: 40 network evaluations (one at the start, one at the end of each
+step), enough for 1e-3 nats/dim on the mixtures of ``benchmarks/bench_likelihood.py``."""
+MAX_LIKELIHOOD_STEPS = 100_000
+TRUNCATIONS = ("none", "decoder")
+r"""How :func:`log_likelihood` treats stopping at ``eps`` > 0. ``"none"`` (the paper's protocol): the model's density
+at time ``eps``, :math:`p^\theta_\epsilon`, evaluated at the data itself. ``"decoder"``: the variational bound of
+the model that draws :math:`x_\epsilon \sim p^\theta_\epsilon` and decodes
+:math:`x \sim N(x_\epsilon/\alpha_\epsilon, (\sigma_\epsilon/\alpha_\epsilon)^2 I)`, with the forward kernel as the
+encoder: :math:`\log p(x) \ge E_z[\log p^\theta_\epsilon(\alpha_\epsilon x + \sigma_\epsilon z)] + D\log\alpha_\epsilon`
+(one ``z`` per sample from the generator: an unbiased estimate of the bound). With the exact score the first
+scores :math:`\log p_\epsilon(x)` (the data's density smoothed by the kernel) instead of :math:`\log p_0(x)`, which
+is off in either direction; the second is a lower bound on :math:`\log p_0(x)` (their gaps per SDE:
+``benchmarks/results/likelihood.md``)."""
 
 
 @takes_model
@@ -56,9 +75,11 @@ def log_likelihood(
     eps: float = 1e-5,
     generator: torch.Generator | SampleNoise | None = None,
     method: str = "rk45",
-    steps: int = 100,
+    steps: int | None = None,
     error_norm: str = "sample",
     batch_size: int | None = None,
+    order: int = 3,
+    truncation: str = "none",
 ) -> tuple[Tensor, Tensor, int]:
     """Log-density of ``x`` under the model, in nats per sample.
 
@@ -69,16 +90,22 @@ def log_likelihood(
         x: data ``[B, ...]`` in the model's input space (for images, see :func:`bits_per_dim`).
         divergence: ``"hutchinson"`` (unbiased estimate) or ``"exact"`` (full trace).
         noise: Hutchinson probe distribution, ``"rademacher"`` or ``"gaussian"``.
-        n_probes: Hutchinson probes per sample, averaged (all share one forward pass).
+        n_probes: Hutchinson probes per sample, averaged (all share one forward pass; one batched
+            vector-Jacobian product each).
         rtol, atol: tolerances of the adaptive solver (scipy's RK45 defaults of the paper).
         eps: start time of the integration (the paper's 1e-5).
         generator: draws the probes: a ``torch.Generator`` or a
             :class:`scoresde.noise.SampleNoise` (one stream per sample: with the default
             per-sample error control a sample's result then does not depend on its batch, up to
             float rounding: see ``scoresde.integrators``).
-        method: ``"rk45"`` (adaptive) or a fixed-step method ``"euler"``, ``"heun"``, ``"rk4"``
-            with ``steps`` uniform steps.
+        method: ``"rk45"`` (adaptive, ``rtol``/``atol``), ``"adams"`` (``steps`` steps of the exponential
+            Adams predictor-corrector of :mod:`scoresde.flow_multistep` on its log-SNR grid: ``steps + 1``
+            evaluations; 39 by default, 40 NFE; its Hutchinson probes are drawn afresh at every evaluation,
+            which lowers the estimate's variance and keeps it unbiased), or a fixed-step method
+            ``"euler"``, ``"heun"``, ``"rk4"`` with ``steps`` (default 100) steps uniform in time.
         error_norm: per-``"sample"`` or whole-``"batch"`` error control for ``rk45``.
+        order: the ``"adams"`` predictor's order, 1 to 4 (its corrector is one higher).
+        truncation: ``"none"`` or ``"decoder"``: what the result is at ``eps`` > 0 (see :data:`TRUNCATIONS`).
         batch_size: solve at most this many samples at a time (bounded memory for any ``B``).
 
     Returns:
@@ -88,7 +115,14 @@ def log_likelihood(
     """
     check_options("divergence", divergence, DIVERGENCES)
     check_options("noise", noise, NOISES)
-    check_options("method", method, ("rk45", *FIXED_METHODS))
+    check_options("method", method, METHODS)
+    check_options("truncation", truncation, TRUNCATIONS)
+    if method == "adams":
+        if order not in ADAMS_ORDERS or isinstance(order, bool):
+            raise ValueError(f"order must be one of {list(ADAMS_ORDERS)} for method 'adams', got {order!r}")
+        steps = check_count("steps", ADAMS_STEPS if steps is None else steps, order, MAX_LIKELIHOOD_STEPS)
+    elif method != "rk45":
+        steps = check_count("steps", 100 if steps is None else steps, 1, MAX_LIKELIHOOD_STEPS)
     check_options("error_norm", error_norm, ERROR_NORMS)
     n_probes = check_count("n_probes", n_probes)
     if not isinstance(x, Tensor) or x.ndim < 2:
@@ -111,8 +145,14 @@ def log_likelihood(
     for lo in range(0, x.shape[0], chunk):
         hi = min(lo + chunk, x.shape[0])
         gen = generator.subset(lo, hi) if isinstance(generator, SampleNoise) else generator
-        logp, z, n = _solve(sde, score_fn, x[lo:hi], divergence, noise, int(n_probes), rtol, atol, eps, gen,
-                            method, steps, error_norm)  # fmt: skip
+        start = x[lo:hi]
+        if truncation == "decoder":  # the encoder's draw x_eps = alpha x + sigma z (first draw of each stream)
+            alpha, sigma = sde.schedule.alpha(eps), sde.schedule.sigma(eps)
+            start = alpha * start + sigma * randn_like(start, gen)
+        logp, z, n = _solve(sde, score_fn, start, divergence, noise, int(n_probes), rtol, atol, eps, gen, method,
+                            steps, error_norm, order)  # fmt: skip
+        if truncation == "decoder":
+            logp = logp + start[0].numel() * math.log(alpha)
         logps.append(logp)
         zs.append(z)
         nfe = max(nfe, n)
@@ -123,7 +163,8 @@ def log_likelihood(
 
 def _solve(
     sde: SDE, score_fn: ScoreFn, x: Tensor, divergence: str, noise: str, n_probes: int, rtol: float, atol: float,
-    eps: float, generator: torch.Generator | SampleNoise | None, method: str, steps: int, error_norm: str,
+    eps: float, generator: torch.Generator | SampleNoise | None, method: str, steps: int | None, error_norm: str,
+    order: int = 3,
 ) -> tuple[Tensor, Tensor, int]:  # fmt: skip
     """One batch of :func:`log_likelihood` (arguments already validated)."""
     shape, batch = x.shape, x.shape[0]
@@ -138,6 +179,25 @@ def _solve(
                 "the likelihood needs its Jacobian: call the network with gradients enabled"
             )
         return score
+
+    if method == "adams":
+        schedule = sde.schedule
+
+        def evaluate(xs: Tensor, t: float, node: int) -> tuple[Tensor, Tensor]:
+            with torch.enable_grad():
+                xs = xs.detach().requires_grad_(True)
+                eps_hat = differentiable(xs, torch.full((xs.shape[0],), t, dtype=xs.dtype, device=xs.device))
+                eps_hat = eps_hat * -schedule.sigma(t)
+                if divergence == "exact":
+                    div = _exact_divergence(eps_hat, xs)
+                else:  # fresh probes at every node: independent estimates, combined with fixed weights
+                    v = torch.stack([_probe(xs, noise, generator) for _ in range(n_probes)])
+                    div = _hutchinson_divergence(eps_hat, xs, v)
+            return eps_hat.detach(), div.detach()
+
+        z, log_det = adams_flow(evaluate, schedule, x.detach(), likelihood_grid(schedule, sde.T, eps, steps), order)
+        counted.check()
+        return sde.prior_logp(z) + log_det, z, counted.nfe
 
     flow = sde.reverse(differentiable, probability_flow=True)
     probes = None
