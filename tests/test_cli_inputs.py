@@ -492,6 +492,32 @@ def test_likelihood_of_a_selection_is_the_same_per_point(ckpt, tmp_path, capsys)
     assert "likelihood of 10 test point(s) from index 5" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "adams", "--steps", "2"], "steps must be an integer from 3"),
+        (["--method", "adams", "--rtol", "1e-3"], "--method adams takes --steps"),
+        (["--method", "rk45", "--steps", "20"], "--method rk45 takes --rtol"),
+        (["--rtol", "1e-3", "--steps", "20"], "--method rk45 takes --rtol"),
+    ],
+)
+def test_likelihood_method_errors_are_one_line_before_any_work(ckpt, capsys, no_work, args, message):
+    assert main(["likelihood", str(ckpt), *args]) == 2
+    assert message in _error(capsys)
+
+
+def test_likelihood_says_which_method_and_bound_produced_the_number(ckpt, tmp_path, capsys):
+    out = tmp_path / "l.json"
+    assert main(["likelihood", str(ckpt), "-n", "20", "--method", "adams", "--steps", "9", "--truncation",
+                 "decoder", "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "adams 9 steps, Hutchinson, 1 probe; Gaussian-decoder bound at eps" in printed
+    result = json.loads(out.read_text())
+    assert result["nfe"] == 10 and "adams 9 steps" in result["method"]
+    assert main(["likelihood", str(ckpt), "-n", "20", "--rtol", "1e-3", "--atol", "1e-3"]) == 0  # implies rk45
+    assert "RK45 rtol 0.001 atol 0.001" in capsys.readouterr().out
+
+
 def test_likelihood_refuses_a_selection_past_the_split_before_loading_the_model(ckpt, tmp_path, capsys, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the model was loaded before the selection was checked")

@@ -3,6 +3,7 @@ convergence order on Gaussian data, 1e-3 nats/dim in 40 evaluations on a mixture
 unbiasedness of its per-node Hutchinson estimate, the decoder bound at eps against the exact log p_0, and bad
 input as one-line errors before any evaluation."""
 
+import itertools
 import math
 
 import numpy as np
@@ -45,8 +46,11 @@ def test_step_weights_integrate_polynomials_times_the_exponential_exactly():
     w = step_weights(lams, lo, hi)
     for poly in ([1.0], [0.5, -2.0], [0.3, 0.0, 1.5]):  # numpy order: highest power first
         f = np.polyval(poly, lams)
-        # closed form by parts: integral of P(l) (-e^-l) dl from lo to hi = [e^-l (P + P' + P'' + ...)]_lo^hi
-        antiderivative = lambda v, p=np.poly1d(poly): math.exp(-v) * sum(p.deriv(k)(v) if k else p(v) for k in range(3))  # noqa: E731
+        p = np.poly1d(poly)
+
+        def antiderivative(v, p=p):  # by parts: integral of P(l) (-e^-l) dl = e^-l (P + P' + P'')
+            return math.exp(-v) * sum(p.deriv(k)(v) if k else p(v) for k in range(3))
+
         assert sum(wj * fj for wj, fj in zip(w, f, strict=True)) == pytest.approx(
             antiderivative(hi) - antiderivative(lo), rel=1e-12
         )
@@ -60,7 +64,7 @@ def test_convergence_order_on_gaussian_data(order):
     sde = sd.VPSDE()
     errors = [float(flow_error(gm, sde, x, 1e-3, method="adams", steps=n, order=order, divergence="exact")
                     .abs().mean()) for n in (20, 40, 80)]  # fmt: skip
-    slopes = [math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)]
+    slopes = [math.log2(a / b) for a, b in itertools.pairwise(errors)]
     assert slopes[0] > order and slopes[-1] > order + 0.6, (errors, slopes)
 
 
@@ -157,7 +161,7 @@ def test_non_finite_data_is_an_error_before_any_evaluation():
 def test_the_likelihood_grid_spans_eps_to_T_and_stretches_the_data_end():
     sde = sd.SubVPSDE()
     grid = likelihood_grid(sde.schedule, sde.T, 1e-5, 39)
-    assert grid[0] == 1e-5 and grid[-1] == sde.T and all(a < b for a, b in zip(grid, grid[1:], strict=False))
+    assert grid[0] == 1e-5 and grid[-1] == sde.T and all(a < b for a, b in itertools.pairwise(grid))
     lams = [sde.schedule.log_snr(t) for t in grid]
-    steps = [a - b for a, b in zip(lams, lams[1:], strict=False)]
+    steps = [a - b for a, b in itertools.pairwise(lams)]
     assert steps[0] == pytest.approx(steps[-1] / 0.15, rel=1e-6)  # data end: 1/0.15 times longer steps

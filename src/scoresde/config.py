@@ -142,6 +142,10 @@ class EvalConfig:
     batch_size: int = 500  # samples (and likelihood solves) per batch: bounded memory for any n
     likelihood: bool = True  # evaluate also reports bits/dim (images) or NLL (2-D) of the split
     repeats: int = 1
+    likelihood_method: str = "adams"  # adams (fixed grid, 40 NFE) | rk45 (adaptive: rtol, atol) | euler | heun | rk4
+    likelihood_steps: int = 39  # steps of a fixed-grid likelihood method (adams: steps + 1 NFE)
+    probes: int = 1  # Hutchinson probes per sample and evaluation
+    truncation: str = "none"  # none (the model's density at eps, the paper's) | decoder (Gaussian-decoder bound)
     rtol: float = 1e-5
     atol: float = 1e-5
     inception: str = ""  # Inception-v3 FID weights file: the feature space for images other than the digits
@@ -278,6 +282,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sampling.steps": _at_least(1),
     "sampling.n": _at_least(1),
     "sampling.eps": _unit(closed_low=True),
+    "eval.likelihood_steps": _at_least(1),
+    "eval.probes": _at_least(1),
     "classifier.num_classes": _at_least(2),
     "classifier.n_iters": _at_least(1),
     "classifier.batch_size": _at_least(1),

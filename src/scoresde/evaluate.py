@@ -40,7 +40,7 @@ from .checkpoint import Checkpoint
 from .config import Config
 from .data import ImageData, data_levels, to_levels, toy_data
 from .distributed import finish, gather_cat, init_from_env, shard
-from .likelihood import bits_per_dim, log_likelihood
+from .likelihood import bits_per_dim, describe_likelihood, likelihood_options, log_likelihood
 from .noise import LIKELIHOOD_DRAWS, SampleNoise
 from .sampling import ADAPTIVE_STEPS, default_grid, is_adaptive, sample, warn_if_outside, with_data_range
 from .score import ScoreModel, as_score_model
@@ -89,6 +89,8 @@ def evaluate(
     inception = inception or ev.inception or None
     if n < 2 or batch_size < 1:
         raise ValueError(f"evaluate needs n >= 2 samples and a positive batch size, got {n} and {batch_size}")
+    if likelihood:  # the [eval] likelihood keys, before any sampling
+        likelihood_options(ev.likelihood_method, ev.likelihood_steps, ev.probes, ev.truncation, ev.rtol, ev.atol)
     toy = cfg.data.dataset == "toy"
     features = None if toy else _feature_space(cfg.data.dataset, data_shape(cfg), inception, device)
     adaptive = is_adaptive(sampler, options)
@@ -273,7 +275,8 @@ def _likelihood(cfg, sde: SDE, score, batch_size: int, seed: int, device: str, r
     ev = cfg.eval
     data = load_dataset(cfg, ev.split)
     part = shard(len(data), rank, world)
-    kw = {"rtol": ev.rtol, "atol": ev.atol, "batch_size": batch_size}
+    kw = likelihood_options(ev.likelihood_method, ev.likelihood_steps, ev.probes, ev.truncation, ev.rtol, ev.atol)
+    kw["batch_size"] = batch_size
     start, values, nfe = time.perf_counter(), torch.zeros(0), 0
     noise = SampleNoise(seed, range(part.start, part.stop), draws=LIKELIHOOD_DRAWS)  # repeats continue the streams
     for _ in range(ev.repeats if part.stop > part.start else 0):
@@ -289,8 +292,9 @@ def _likelihood(cfg, sde: SDE, score, batch_size: int, seed: int, device: str, r
     name = "nll_nats" if isinstance(data, Tensor) else "bits_per_dim"
     mean = float(values.mean())
     stderr = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else None
-    return {name: mean, f"{name}_stderr": stderr, "likelihood_nfe": nfe,
-            "likelihood_seconds": time.perf_counter() - start}  # fmt: skip
+    seconds = time.perf_counter() - start
+    return {name: mean, f"{name}_stderr": stderr, "likelihood_nfe": nfe, "likelihood_seconds": seconds,
+            "likelihood_method": describe_likelihood(kw)}  # fmt: skip
 
 
 def strict_json(value: Any) -> Any:
@@ -337,8 +341,9 @@ def summary(report: Mapping[str, Any]) -> str:
         energy, energy_floor = report["energy_distance"], report["energy_distance_floor"]
         lines.append(f"MMD {report['mmd']:.2e} (floor {report['mmd_floor']:.2e})  sliced W2 {sw:.4f} "
                      f"(floor {sw_floor:.4f})  energy {energy:.2e} (floor {energy_floor:.2e})")  # fmt: skip
+    how = f"  ({report['likelihood_nfe']} NFE; {report['likelihood_method']})" if "likelihood_method" in report else ""
     if "bits_per_dim" in report:
-        lines.append(f"{report['reference_split']} bits/dim {report['bits_per_dim']:.4f}")
+        lines.append(f"{report['reference_split']} bits/dim {report['bits_per_dim']:.4f}{how}")
     if "nll_nats" in report:
-        lines.append(f"{report['reference_split']} NLL {report['nll_nats']:.4f} nats")
+        lines.append(f"{report['reference_split']} NLL {report['nll_nats']:.4f} nats{how}")
     return "\n".join(lines)

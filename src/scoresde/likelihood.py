@@ -80,6 +80,7 @@ def log_likelihood(
     batch_size: int | None = None,
     order: int = 3,
     truncation: str = "none",
+    fresh_probes: bool | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """Log-density of ``x`` under the model, in nats per sample.
 
@@ -106,6 +107,8 @@ def log_likelihood(
         error_norm: per-``"sample"`` or whole-``"batch"`` error control for ``rk45``.
         order: the ``"adams"`` predictor's order, 1 to 4 (its corrector is one higher).
         truncation: ``"none"`` or ``"decoder"``: what the result is at ``eps`` > 0 (see :data:`TRUNCATIONS`).
+        fresh_probes: ``"adams"`` only: new Hutchinson probes at every evaluation (the default: independent
+            estimates, lower variance) or, with ``False``, one set per solve as the other methods use.
         batch_size: solve at most this many samples at a time (bounded memory for any ``B``).
 
     Returns:
@@ -150,7 +153,7 @@ def log_likelihood(
             alpha, sigma = sde.schedule.alpha(eps), sde.schedule.sigma(eps)
             start = alpha * start + sigma * randn_like(start, gen)
         logp, z, n = _solve(sde, score_fn, start, divergence, noise, int(n_probes), rtol, atol, eps, gen, method,
-                            steps, error_norm, order)  # fmt: skip
+                            steps, error_norm, order, fresh_probes is not False)  # fmt: skip
         if truncation == "decoder":
             logp = logp + start[0].numel() * math.log(alpha)
         logps.append(logp)
@@ -161,10 +164,37 @@ def log_likelihood(
     return torch.cat(logps), torch.cat(zs), nfe
 
 
+def likelihood_options(method: str, steps: int | None, probes: int, truncation: str, rtol: float,
+                       atol: float) -> dict:  # fmt: skip
+    """The :func:`log_likelihood` keywords of a config's ``[eval]`` (or the CLI's flags), checked: one-line
+    errors before any data is read or network evaluated."""
+    check_options("likelihood method", method, METHODS)
+    check_options("truncation", truncation, TRUNCATIONS)
+    check_count("probes", probes)
+    kw: dict = {"method": method, "n_probes": probes, "truncation": truncation}
+    if method == "rk45":
+        kw |= {"rtol": rtol, "atol": atol}
+    else:
+        kw["steps"] = check_count("steps", steps, 3 if method == "adams" else 1, MAX_LIKELIHOOD_STEPS)
+    return kw
+
+
+def describe_likelihood(kw: dict, divergence: str = "hutchinson") -> str:
+    """What produced a likelihood and which bound it is, in words (the CLI's and the report's line)."""
+    method = kw.get("method", "rk45")
+    how = (f"RK45 rtol {kw.get('rtol', 1e-5):g} atol {kw.get('atol', 1e-5):g}" if method == "rk45"
+           else f"{method} {kw['steps']} steps")  # fmt: skip
+    probes = kw.get("n_probes", 1)
+    div = "exact divergence" if divergence == "exact" else f"Hutchinson, {probes} probe{'s' if probes > 1 else ''}"
+    bound = ("Gaussian-decoder bound at eps" if kw.get("truncation") == "decoder"
+             else "the model's density at eps")  # fmt: skip
+    return f"{how}, {div}; {bound}"
+
+
 def _solve(
     sde: SDE, score_fn: ScoreFn, x: Tensor, divergence: str, noise: str, n_probes: int, rtol: float, atol: float,
     eps: float, generator: torch.Generator | SampleNoise | None, method: str, steps: int | None, error_norm: str,
-    order: int = 3,
+    order: int = 3, fresh: bool = True,
 ) -> tuple[Tensor, Tensor, int]:  # fmt: skip
     """One batch of :func:`log_likelihood` (arguments already validated)."""
     shape, batch = x.shape, x.shape[0]
@@ -182,6 +212,9 @@ def _solve(
 
     if method == "adams":
         schedule = sde.schedule
+        fixed = None
+        if divergence == "hutchinson" and not fresh:
+            fixed = torch.stack([_probe(x, noise, generator) for _ in range(n_probes)])
 
         def evaluate(xs: Tensor, t: float, node: int) -> tuple[Tensor, Tensor]:
             with torch.enable_grad():
@@ -191,7 +224,9 @@ def _solve(
                 if divergence == "exact":
                     div = _exact_divergence(eps_hat, xs)
                 else:  # fresh probes at every node: independent estimates, combined with fixed weights
-                    v = torch.stack([_probe(xs, noise, generator) for _ in range(n_probes)])
+                    v = fixed
+                    if v is None:
+                        v = torch.stack([_probe(xs, noise, generator) for _ in range(n_probes)])
                     div = _hutchinson_divergence(eps_hat, xs, v)
             return eps_hat.detach(), div.detach()
 

@@ -34,7 +34,31 @@ def add_parsers(sub) -> None:
     lik.add_argument("--split", default=None, choices=["train", "test"], help="default: the config's eval.split")
     lik.add_argument("--repeats", type=positive_int, default=None, help="default: the config's eval.repeats")
     lik.add_argument("--batch-size", type=positive_int, default=None, help="default: the config's eval.batch_size")
-    lik.add_argument("--rtol", type=positive_float, default=None, help="default: the config's eval.rtol (1e-5)")
+    lik.add_argument(
+        "--method",
+        default=None,
+        choices=["adams", "rk45", "euler", "heun", "rk4"],
+        help="default: the config's eval.likelihood_method (adams: fixed grid, 40 NFE; rk45: adaptive)",
+    )
+    lik.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="steps of a fixed-grid method (default: the config's eval.likelihood_steps, 39)",
+    )
+    lik.add_argument("--probes", type=positive_int, default=None, help="Hutchinson probes (default: eval.probes, 1)")
+    lik.add_argument(
+        "--truncation",
+        default=None,
+        choices=["none", "decoder"],
+        help="none: the model's density at eps (the paper's); decoder: the Gaussian-decoder bound",
+    )
+    lik.add_argument(
+        "--rtol",
+        type=positive_float,
+        default=None,
+        help="RK45's tolerance (implies --method rk45; default: the config's eval.rtol, 1e-5)",
+    )
     lik.add_argument("--atol", type=positive_float, default=None, help="default: the config's eval.atol (1e-5)")
     lik.add_argument("--exact", action="store_true", help="exact divergence instead of Hutchinson")
     lik.add_argument("--first", type=non_negative_int, default=0, help="index of the first data point (default 0)")
@@ -52,7 +76,7 @@ def likelihood_command(args) -> int:
     from ..build import load_dataset
     from ..distributed import finish, gather_cat, gather_sum, init_from_env, shard
     from ..evaluate import write_report
-    from ..likelihood import bits_per_dim, log_likelihood
+    from ..likelihood import bits_per_dim, describe_likelihood, likelihood_options, log_likelihood
     from ..noise import LIKELIHOOD_DRAWS, SampleNoise
 
     ckpt, cfg, device = inference_setup(args, (".json",), data=True)
@@ -61,13 +85,21 @@ def likelihood_command(args) -> int:
     batch_size = args.batch_size or ev.batch_size
     progress = show_progress(args.progress)
     rank, world = init_from_env()
+    tolerances = args.rtol is not None or args.atol is not None
+    method = args.method or ("rk45" if tolerances else ev.likelihood_method)  # tolerances imply the adaptive solver
+    if tolerances and method != "rk45":
+        raise ValueError(f"--rtol and --atol set the adaptive solver's tolerances; --method {method} takes --steps")
+    if args.steps is not None and method == "rk45":
+        raise ValueError("--steps sets a fixed-grid method's steps; --method rk45 takes --rtol and --atol")
+    kw = likelihood_options(method, args.steps or ev.likelihood_steps,
+                            args.probes or ev.probes, args.truncation or ev.truncation, args.rtol or ev.rtol,
+                            args.atol or ev.atol)  # fmt: skip
+    kw["divergence"] = "exact" if args.exact else "hutchinson"
+    how = describe_likelihood(kw, kw["divergence"])
     data = _selection(load_dataset(cfg, split), args.first, args.n, split)
-    kw = {"rtol": args.rtol or ev.rtol, "atol": args.atol or ev.atol,
-          "divergence": "exact" if args.exact else "hutchinson"}  # fmt: skip
     if rank == 0:
         print(f"likelihood of {len(data)} {split} point(s) from index {args.first}: {repeats} repeat(s), batches of "
-              f"{batch_size}, RK45 rtol {kw['rtol']:g} atol {kw['atol']:g}, {kw['divergence']} divergence, "
-              f"{world} process(es) on {device}", flush=True)  # fmt: skip
+              f"{batch_size}, {how}, {world} process(es) on {device}", flush=True)  # fmt: skip
     model = ckpt.load(device=device)
     sde, score = model.sde, model
     part = shard(len(data), rank, world)
@@ -109,11 +141,11 @@ def likelihood_command(args) -> int:
     mean = float(np.mean(per_repeat))
     sem = float(np.std(per_repeat, ddof=1) / np.sqrt(len(per_repeat))) if len(per_repeat) > 1 else None
     result = {"split": split, "first": args.first, "n": len(data), "repeats": per_repeat, "mean": mean, "stderr": sem,
-              "unit": unit, "nfe": total_nfe, "seconds": time.perf_counter() - start}  # fmt: skip
+              "unit": unit, "nfe": total_nfe, "seconds": time.perf_counter() - start, "method": how}  # fmt: skip
     if cfg.data.dataset != "toy":
         result["uniform_bound_bits_per_dim"] = math.log2(data.levels)
     print(f"{split} {unit}: {mean:.4f}" + (f" +- {sem:.4f}" if len(per_repeat) > 1 else "")
-          + f"  ({repeats} repeat(s), {total_nfe} NFE, {result['seconds']:.0f} s)")  # fmt: skip
+          + f"  ({repeats} repeat(s), {total_nfe} NFE, {result['seconds']:.0f} s; {how})")  # fmt: skip
     if "uniform_bound_bits_per_dim" in result:
         print(f"(a uniform model over the {data.levels} levels scores {result['uniform_bound_bits_per_dim']:.3f})")
     if args.out:
