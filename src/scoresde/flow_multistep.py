@@ -38,10 +38,10 @@ from .schedule import Schedule
 ADAMS_ORDERS = (1, 2, 3, 4)
 """Orders of the predictor :func:`adams_flow` takes (the corrector is one order higher)."""
 
-DATA_END_LOG_SNR = 2.0
-"""Half log-SNR above which :func:`likelihood_grid` takes longer steps (sigma / alpha below e^-2)."""
-DATA_END_STRETCH = 1 / 0.15
-"""How many times longer (in half log-SNR) :func:`likelihood_grid`'s steps are above :data:`DATA_END_LOG_SNR`."""
+GRID_KNEE = 4.0
+"""Half log-SNR (log alpha/sigma) above which :func:`likelihood_grid` takes longer steps."""
+GRID_STRETCH = 6.67
+"""How many times longer (in half log-SNR) :func:`likelihood_grid`'s steps are above :data:`GRID_KNEE`."""
 
 _GAUSS_POINTS = 16
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(_GAUSS_POINTS)
@@ -71,18 +71,18 @@ def step_weights(lams: Sequence[float], lo: float, hi: float) -> list[float]:
 
 
 def likelihood_grid(schedule: Schedule, T: float, eps: float, steps: int) -> list[float]:
-    r"""``steps + 1`` increasing times from ``eps`` to ``T``, uniform in :math:`\lambda` with steps
-    :data:`DATA_END_STRETCH` times longer where :math:`\lambda > ` :data:`DATA_END_LOG_SNR` (noise below 13.5 %
-    of the data's scale, where the flow of data in [-1, 1] is nearly the identity): the default grid of
-    :func:`adams_flow` (measured on mixtures under VP, sub-VP and VE, ``benchmarks/bench_likelihood.py``)."""
+    r"""``steps + 1`` increasing times from ``eps`` to ``T``: uniform in :math:`\lambda`, with steps
+    :data:`GRID_STRETCH` times longer above :data:`GRID_KNEE` (noise below 2 % of the data's scale, for data in
+    [-1, 1], where the flow barely moves): the default grid of :func:`adams_flow`, chosen on the main-job model
+    and on mixtures under every process (``benchmarks/bench_likelihood.py``,
+    ``benchmarks/bench_likelihood_digits.py``)."""
     lam_eps, lam_T = schedule.log_snr(eps), schedule.log_snr(T)
-    knee = min(max(DATA_END_LOG_SNR, lam_T), lam_eps)
-    # arc length with density 1 below the knee and 1 / stretch above it, split evenly into the steps
-    above, below = (lam_eps - knee) / DATA_END_STRETCH, knee - lam_T
+    knee = min(max(GRID_KNEE, lam_T), lam_eps)
+    above, below = (lam_eps - knee) / GRID_STRETCH, knee - lam_T  # arc lengths of the two parts
     lams = []
     for k in range(steps + 1):
-        a = (above + below) * k / steps
-        lams.append(lam_eps - a * DATA_END_STRETCH if a <= above else knee - (a - above))
+        arc = (above + below) * k / steps
+        lams.append(lam_eps - arc * GRID_STRETCH if arc <= above else knee - (arc - above))
     grid = [float(schedule.t_from_log_snr(v)) for v in lams]
     grid[0], grid[-1] = eps, T
     return grid
