@@ -182,7 +182,23 @@ def optimize_grid(
     if report is not None:
         report(f"even log-SNR spacing over [{ends[0]:.2f}, {ends[1]:.2f}]: mean RMS error {best:.4g} "
                f"(log_snr grid {first:.4g})")  # fmt: skip
-    # phase 2: each interior point alone, towards a neighbour by a fraction of the gap (halved on failure)
+    # phase 2: each interior point alone
+    lam, best = refine_points(lam, objective, best, sweeps, report, "mean RMS error")
+    return [sde.T, *(schedule.t_from_log_snr(v) for v in lam[1:-1]), eps]
+
+
+def refine_points(
+    lam: list[float],
+    objective: Callable[[list[float]], float],
+    best: float,
+    sweeps: int,
+    report: Callable[[str], None] | None = None,
+    what: str = "objective",
+) -> tuple[list[float], float]:
+    """Pattern search over the interior points of ``lam`` (its ends stay): each point in turn moves towards a
+    neighbour by a fraction of the gap (0.3 at first, halved after a point finds no better move), keeping a move as
+    soon as it lowers ``objective``; ``sweeps`` passes. ``best`` is ``objective(lam)``. Returns the best points
+    and their value."""
     fractions = [0.3] * len(lam)
     for sweep in range(sweeps):
         for i in range(1, len(lam) - 1):
@@ -197,8 +213,8 @@ def optimize_grid(
             else:
                 fractions[i] *= 0.5
         if report is not None:
-            report(f"sweep {sweep + 1}/{sweeps}: mean RMS error {best:.4g}")
-    return [sde.T, *(schedule.t_from_log_snr(v) for v in lam[1:-1]), eps]
+            report(f"sweep {sweep + 1}/{sweeps}: {what} {best:.4g}")
+    return lam, best
 
 
 def _initial_grid(sde: SDE, sampler: str, steps: int, eps: float, options: dict[str, Any]) -> list[float]:
