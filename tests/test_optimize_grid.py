@@ -6,13 +6,15 @@
 * Seeds, refusals of the stochastic samplers before any score evaluation, and argument errors.
 * Grid files: no overwriting, lookup by path and by name in a run's grids/ folder, clear errors.
 * The CLI on a tiny toy checkpoint: ``optimize-grid``, then ``sample``/``evaluate --grid NAME|FILE``, and bad
-  arguments rejected in one line before the model loads.
+  arguments rejected in one line before the model loads; ``optimize-grid --likelihood`` then
+  ``likelihood --grid NAME``, and a likelihood grid checked against the SDE and the method.
 """
 
 import contextlib
 import io
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -326,6 +328,7 @@ def _late(*args):
 
 OPT = ["optimize-grid", "{ckpt}", "--name", "fresh"]
 SAMPLE = ["sample", "{ckpt}", "-n", "4", "--out", "{tmp}/x.npz"]
+LIK = ["likelihood", "{ckpt}", "-n", "4", "--out", "{tmp}/x.json"]
 EVAL = ["evaluate", "{ckpt}", "-n", "4", "--no-likelihood", "--out", "{tmp}/x.json"]
 
 
@@ -362,11 +365,24 @@ EVAL = ["evaluate", "{ckpt}", "-n", "4", "--no-likelihood", "--out", "{tmp}/x.js
         ([*EVAL, "--sampler", "unipc", "--rho", "3"], "--grid karras"),
         ([*EVAL, "--sampler", "adaptive_sde", "--grid", "unipc-4"], "adaptive"),
         ([*EVAL, "--sampler", "ode", "--grid", "log_snr"], "adaptive"),
+        ([*OPT, "--likelihood", "--sampler", "unipc"], "--sampler"),
+        ([*OPT, "--likelihood", "--steps", "2"], "at least 3"),
+        (OPT, "--steps is required"),
+        ([*LIK, "--grid", "unipc-4"], "not for the likelihood"),
+        ([*LIK, "--grid", "{tmp}/ve_likelihood.json"], "VESDE"),
+        ([*LIK, "--grid", "{tmp}/short_likelihood.json"], "at least 3"),
+        ([*LIK, "--grid", "log_snr"], "grid kind"),
+        ([*LIK, "--grid", "absent"], "grids"),
+        ([*LIK, "--grid", "{tmp}/ve_likelihood.json", "--method", "rk45"], "does not take one"),
+        ([*LIK, "--grid", "{tmp}/ve_likelihood.json", "--steps", "5"], "--steps does not go"),
     ],
 )
 def test_cli_bad_arguments_fail_in_one_line_before_the_model_loads(saved, tmp_path, capsys, no_work, args, message):
     ckpt, path, _ = saved
     save_grid(tmp_path / "ve.json", [1.0, 0.5, 1e-3], grid_info(sd.VESDE(), "unipc", 3, {}, 16))
+    likelihood = {"purpose": "likelihood", "method": "adams"}
+    save_grid(tmp_path / "ve_likelihood.json", [1.0, 0.5, 0.1, 0.01, 1e-5], {"sde": repr(sd.VESDE()), **likelihood})
+    save_grid(tmp_path / "short_likelihood.json", [1.0, 0.1, 1e-5], {"sde": repr(VP), **likelihood})
     save_grid(tmp_path / "increasing.json", [1.0, 0.2, 0.5, 1e-3], grid_info(VP, "unipc", 4, {}, 16))
     (tmp_path / "malformed.json").write_text('{"steps": 4}')
     filled = [a.format(ckpt=ckpt, tmp=tmp_path, grid=path) for a in args]
@@ -402,3 +418,21 @@ def test_a_failed_grid_write_leaves_no_file(tmp_path, monkeypatch):
         save_grid(tmp_path / "g.json", [1.0, 0.5, 1e-3], grid_info(VP, "unipc", 3, {}, 16))
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_likelihood_grid_is_tuned_saved_and_used_by_name(saved, tmp_path, capsys):
+    """``optimize-grid --likelihood`` writes ``likelihood-<steps>.json`` (with its purpose and SDE) under the run;
+    ``likelihood --grid NAME`` integrates on it and says so."""
+    ckpt = saved[0]
+    assert _run("optimize-grid", ckpt, "--likelihood", "--steps", 5, "-n", 8, "--no-progress") == 0
+    printed = capsys.readouterr().out
+    path = grid_dir(ckpt) / "likelihood-5.json"
+    times, info = load_grid(path)
+    assert info["purpose"] == "likelihood" and info["steps"] == 5 and info["sde"] == repr(sd.VPSDE())
+    assert len(times) == 6 and times[0] == 1.0 and times[-1] == pytest.approx(1e-5)
+    assert str(path) in printed
+    assert _run("likelihood", ckpt, "--grid", "likelihood-5", "-n", 4, "--out", tmp_path / "l.json",
+                "--no-progress") == 0  # fmt: skip
+    result = json.loads((tmp_path / "l.json").read_text())
+    assert "tuned grid of 5 steps" in result["method"] and math.isfinite(result["mean"])
+    assert result["nfe"] == 6

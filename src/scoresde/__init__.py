@@ -10,7 +10,17 @@ from . import integrators, operators, sampling, toy
 from .checkpoint import Checkpoint
 from .guidance import classifier_free_guided, classifier_guided
 from .inverse import colorize, inpaint, solve_inverse
-from .likelihood import bits_per_dim, bpd_from_logp, decode, dequantize, encode, interpolate, log_likelihood, slerp
+from .likelihood import (
+    bits_per_dim,
+    bpd_from_logp,
+    decode,
+    dequantize,
+    encode,
+    interpolate,
+    log_likelihood,
+    optimize_likelihood_grid,
+    slerp,
+)
 from .model import load
 from .noise import SampleNoise
 from .official import convert_official, load_official
@@ -65,6 +75,7 @@ __all__ = [
     "log_likelihood",
     "operators",
     "optimize_grid",
+    "optimize_likelihood_grid",
     "output_from_score",
     "sample",
     "sampling",

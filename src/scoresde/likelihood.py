@@ -18,7 +18,9 @@ that same forward (the reference code runs the network twice).
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -36,7 +38,7 @@ from .flow_multistep import ADAMS_ORDERS, adams_flow, likelihood_grid
 from .integrators import ERROR_NORMS, FIXED_METHODS, dopri5, fixed_step
 from .noise import SampleNoise
 from .sampling import sample
-from .sampling.grids import time_grid
+from .sampling.grids import check_grid, time_grid
 from .score import CountedScore, as_score_model, takes_model
 from .sde import SDE, ScoreFn
 
@@ -46,6 +48,8 @@ METHODS = ("adams", "rk45", *FIXED_METHODS)
 """Integrators of :func:`log_likelihood`: ``"adams"`` (fixed grid, exponential multistep in log-SNR time:
 :mod:`scoresde.flow_multistep`), ``"rk45"`` (adaptive Dormand-Prince, the reference) and the fixed-step
 ``"euler"``, ``"heun"``, ``"rk4"`` in plain time."""
+DEFAULT_EPS = 1e-5
+"""Start time of :func:`log_likelihood`'s integration unless told: the paper's."""
 ADAMS_STEPS = 39
 """Default steps of ``method="adams"``: 40 network evaluations (one at the start, one at the end of each
 step), enough for 1e-3 nats/dim on the mixtures of ``benchmarks/bench_likelihood.py``."""
@@ -72,7 +76,7 @@ def log_likelihood(
     n_probes: int = 1,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    eps: float = 1e-5,
+    eps: float | None = None,
     generator: torch.Generator | SampleNoise | None = None,
     method: str = "rk45",
     steps: int | None = None,
@@ -81,6 +85,7 @@ def log_likelihood(
     order: int = 3,
     truncation: str = "none",
     fresh_probes: bool | None = None,
+    grid: Sequence[float] | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """Log-density of ``x`` under the model, in nats per sample.
 
@@ -94,7 +99,7 @@ def log_likelihood(
         n_probes: Hutchinson probes per sample, averaged (all share one forward pass; one batched
             vector-Jacobian product each).
         rtol, atol: tolerances of the adaptive solver (scipy's RK45 defaults of the paper).
-        eps: start time of the integration (the paper's 1e-5).
+        eps: start time of the integration (default: the paper's 1e-5, or the end of ``grid``).
         generator: draws the probes: a ``torch.Generator`` or a
             :class:`scoresde.noise.SampleNoise` (one stream per sample: with the default
             per-sample error control a sample's result then does not depend on its batch, up to
@@ -109,6 +114,8 @@ def log_likelihood(
         truncation: ``"none"`` or ``"decoder"``: what the result is at ``eps`` > 0 (see :data:`TRUNCATIONS`).
         fresh_probes: ``"adams"`` only: new Hutchinson probes at every evaluation (the default: independent
             estimates, lower variance) or, with ``False``, one set per solve as the other methods use.
+        grid: ``"adams"`` only: its times instead of the default grid, decreasing from ``T`` to ``eps`` as
+            ``sample``'s grids are (e.g. from :func:`optimize_likelihood_grid`); it sets ``steps`` and ``eps``.
         batch_size: solve at most this many samples at a time (bounded memory for any ``B``).
 
     Returns:
@@ -120,10 +127,21 @@ def log_likelihood(
     check_options("noise", noise, NOISES)
     check_options("method", method, METHODS)
     check_options("truncation", truncation, TRUNCATIONS)
+    times = None
+    if grid is not None:
+        if method != "adams":
+            raise ValueError(f"grid= is a grid of method 'adams'; method {method!r} does not take one")
+        if steps is not None:
+            raise ValueError("grid= sets the steps (its length minus one); do not pass steps too")
+        times = check_grid(sde, grid)[::-1]  # increasing from eps to T
+        if eps is not None and not math.isclose(eps, times[0], rel_tol=1e-9):
+            raise ValueError(f"the grid ends at {times[0]:g}, but eps={eps:g}: leave eps out or pass the grid's end")
+        eps, steps = times[0], len(times) - 1
     if method == "adams":
         if order not in ADAMS_ORDERS or isinstance(order, bool):
             raise ValueError(f"order must be one of {list(ADAMS_ORDERS)} for method 'adams', got {order!r}")
-        steps = check_count("steps", ADAMS_STEPS if steps is None else steps, order, MAX_LIKELIHOOD_STEPS)
+        what = "steps" if grid is None else "the grid's steps"
+        steps = check_count(what, ADAMS_STEPS if steps is None else steps, order, MAX_LIKELIHOOD_STEPS)
     elif method != "rk45":
         steps = check_count("steps", 100 if steps is None else steps, 1, MAX_LIKELIHOOD_STEPS)
     check_options("error_norm", error_norm, ERROR_NORMS)
@@ -136,7 +154,9 @@ def log_likelihood(
         raise TypeError(f"the likelihood needs float32 or float64 data, got {x.dtype} (half precision puts its "
                         "log-density off by a few hundredths of a nat per dimension): pass x.float()")  # fmt: skip
     check_finite(x, "x")
-    eps = check_eps(eps, sde.T)
+    eps = check_eps(DEFAULT_EPS if eps is None else eps, sde.T)
+    if times is None and method == "adams":
+        times = likelihood_grid(sde.schedule, sde.T, eps, steps)
     if batch_size is not None:
         check_count("batch_size", batch_size)
     if x.shape[0] == 0:
@@ -153,7 +173,7 @@ def log_likelihood(
             alpha, sigma = sde.schedule.alpha(eps), sde.schedule.sigma(eps)
             start = alpha * start + sigma * randn_like(start, gen)
         logp, z, n = _solve(sde, score_fn, start, divergence, noise, int(n_probes), rtol, atol, eps, gen, method,
-                            steps, error_norm, order, fresh_probes is not False)  # fmt: skip
+                            steps, error_norm, order, fresh_probes is not False, times)  # fmt: skip
         if truncation == "decoder":
             logp = logp + start[0].numel() * math.log(alpha)
         logps.append(logp)
@@ -182,8 +202,12 @@ def likelihood_options(method: str, steps: int | None, probes: int, truncation: 
 def describe_likelihood(kw: dict, divergence: str = "hutchinson") -> str:
     """What produced a likelihood and which bound it is, in words (the CLI's and the report's line)."""
     method = kw.get("method", "rk45")
-    how = (f"RK45 rtol {kw.get('rtol', 1e-5):g} atol {kw.get('atol', 1e-5):g}" if method == "rk45"
-           else f"{method} {kw['steps']} steps")  # fmt: skip
+    if method == "rk45":
+        how = f"RK45 rtol {kw.get('rtol', 1e-5):g} atol {kw.get('atol', 1e-5):g}"
+    elif kw.get("grid") is not None:
+        how = f"{method} on a tuned grid of {len(kw['grid']) - 1} steps"
+    else:
+        how = f"{method} {kw['steps']} steps"
     probes = kw.get("n_probes", 1)
     div = "exact divergence" if divergence == "exact" else f"Hutchinson, {probes} probe{'s' if probes > 1 else ''}"
     bound = ("Gaussian-decoder bound at eps" if kw.get("truncation") == "decoder"
@@ -194,7 +218,7 @@ def describe_likelihood(kw: dict, divergence: str = "hutchinson") -> str:
 def _solve(
     sde: SDE, score_fn: ScoreFn, x: Tensor, divergence: str, noise: str, n_probes: int, rtol: float, atol: float,
     eps: float, generator: torch.Generator | SampleNoise | None, method: str, steps: int | None, error_norm: str,
-    order: int = 3, fresh: bool = True,
+    order: int = 3, fresh: bool = True, times: list[float] | None = None,
 ) -> tuple[Tensor, Tensor, int]:  # fmt: skip
     """One batch of :func:`log_likelihood` (arguments already validated)."""
     shape, batch = x.shape, x.shape[0]
@@ -230,7 +254,7 @@ def _solve(
                     div = _hutchinson_divergence(eps_hat, xs, v)
             return eps_hat.detach(), div.detach()
 
-        z, log_det = adams_flow(evaluate, schedule, x.detach(), likelihood_grid(schedule, sde.T, eps, steps), order)
+        z, log_det = adams_flow(evaluate, schedule, x.detach(), times, order)
         counted.check()
         return sde.prior_logp(z) + log_det, z, counted.nfe
 
@@ -364,6 +388,71 @@ def bits_per_dim(
     y = (lo + (hi - lo) * u).to(dtype)
     logp, z, nfe = log_likelihood(sde, score_fn, y, generator=generator, **likelihood_options)
     return bpd_from_logp(logp, y[0].numel(), levels, data_range), z, nfe
+
+
+LIKELIHOOD_REFERENCE_STEPS = 400
+"""Steps of the reference solve of :func:`optimize_likelihood_grid` (``"adams"`` on the default grid)."""
+
+
+@takes_model
+def optimize_likelihood_grid(
+    sde: SDE,
+    score_fn: ScoreFn,
+    x: Tensor,
+    steps: int = ADAMS_STEPS,
+    *,
+    eps: float | None = None,
+    order: int = 3,
+    divergence: str = "hutchinson",
+    seed: int = 0,
+    reference_steps: int = LIKELIHOOD_REFERENCE_STEPS,
+    sweeps: int = 4,
+    batch_size: int | None = None,
+    report: Callable[[str], None] | None = None,
+) -> list[float]:
+    r"""A grid of ``method="adams"`` with ``steps`` steps tuned for ``score_fn`` on the data ``x``.
+
+    Starting from the default grid (:func:`scoresde.flow_multistep.likelihood_grid`), a pattern search over the
+    log-SNR of each interior time (:func:`scoresde.sampling.optimize.refine_points`, ``sweeps`` passes) minimises
+
+    .. math:: J = \frac{1}{nD} \sum_i |\log p_{\text{grid}}(x_i) - \log p_{\text{ref}}(x_i)|,
+
+    with the reference the same solver at ``reference_steps`` steps. Every solve uses the same Hutchinson probes
+    (one set per sample, drawn from ``seed``; or the exact divergence), so ``J`` is the integration's error alone.
+    Each trial is one solve of ``steps + 1`` evaluations on ``x``: tune on a few dozen training points, then check on
+    held-out data. Returns a decreasing list of times from ``T`` to ``eps``, for ``log_likelihood(..., grid=)``
+    (and, saved with :func:`scoresde.sampling.optimize.save_grid`, for ``scoresde likelihood --grid``).
+    """
+    from .sampling.optimize import refine_points
+
+    check_count("sweeps", sweeps, 0)
+    reference_steps = check_count("reference_steps", reference_steps, 10, MAX_LIKELIHOOD_STEPS)
+    eps = check_eps(DEFAULT_EPS if eps is None else eps, sde.T)
+    common = {"method": "adams", "divergence": divergence, "order": order, "fresh_probes": False,
+              "batch_size": batch_size}  # fmt: skip
+
+    def solve(**kw) -> Tensor:
+        generator = torch.Generator(device=x.device).manual_seed(seed)  # the same probes for every solve
+        return log_likelihood(sde, score_fn, x, generator=generator, **common, **kw)[0].double()
+
+    initial = likelihood_grid(sde.schedule, sde.T, eps, steps)
+    solve(eps=eps, steps=steps)  # checks every argument before the reference solve
+    reference = solve(eps=eps, steps=reference_steps)
+    schedule, dims = sde.schedule, x[0].numel()
+
+    def objective(lams: list[float]) -> float:
+        times = [eps, *(schedule.t_from_log_snr(v) for v in lams[1:-1]), sde.T]
+        if any(b <= a for a, b in itertools.pairwise(times)):
+            return math.inf
+        err = float((solve(grid=times[::-1]) - reference).abs().mean()) / dims
+        return err if math.isfinite(err) else math.inf
+
+    lam = [schedule.log_snr(t) for t in initial]
+    first = objective(lam)
+    if report is not None:
+        report(f"default grid: mean |error| {first:.4g} nats/dim against {reference_steps} steps")
+    lam, _ = refine_points(lam, objective, first, sweeps, report, "mean |error| (nats/dim)")
+    return [sde.T, *(schedule.t_from_log_snr(v) for v in lam[-2:0:-1]), eps]
 
 
 @takes_model

@@ -5,6 +5,10 @@ sampler and budget for the checkpoint's model (:func:`scoresde.sampling.optimize
 saves it as ``<run>/grids/<name>.json`` (default name ``<sampler>-<steps>``). ``--grid`` then
 takes a grid name (``uniform``, ``quadratic``, ``log_snr``, ``karras``), the name of a saved
 grid of the checkpoint's run, or the path of a grid file.
+
+``scoresde optimize-grid CHECKPOINT --likelihood`` tunes the grid of the likelihood's fixed-grid solver instead
+(:func:`scoresde.optimize_likelihood_grid`, on ``-n`` training points; default name ``likelihood-<steps>``), for
+``scoresde likelihood --grid NAME``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ from typing import Any
 from .args import DEVICE_HELP, FORMATTER, positive_int, progress_flag, seed, show_progress, step_count
 
 GRID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+SAMPLER_POINTS = 256
+"""Default ``-n`` of ``optimize-grid`` for a sampler: prior draws."""
+LIKELIHOOD_POINTS = 32
+"""Default ``-n`` of ``optimize-grid --likelihood``: training points (each trial is a 40-NFE solve on them)."""
+LIKELIHOOD_PURPOSE = "likelihood"
+"""The ``purpose`` recorded in a likelihood grid's file."""
 
 
 def add_parsers(sub) -> None:
@@ -31,11 +41,27 @@ def add_parsers(sub) -> None:
                               "\n  scoresde sample outputs/digits/checkpoints --sampler unipc --grid unipc-10 "
                               "--out fast.png")  # fmt: skip
     p.add_argument("checkpoint", help="checkpoint file or checkpoints folder (the newest)")
-    p.add_argument("--sampler", default="dpm_solver++", help="a deterministic sampler (default dpm_solver++)")
-    p.add_argument("--steps", type=step_count, required=True, help="the budget (NFE for the fast solvers)")
+    p.add_argument("--sampler", default=None, help="a deterministic sampler (default dpm_solver++)")
+    p.add_argument(
+        "--steps",
+        type=step_count,
+        default=None,
+        help="the budget (NFE for the fast solvers); with --likelihood the solver's steps (default 39)",
+    )
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
-    p.add_argument("-n", type=positive_int, default=256, help="starting points of the objective (default 256)")
-    p.add_argument("--name", default=None, help="grid name (default <sampler>-<steps>)")
+    p.add_argument(
+        "--likelihood",
+        action="store_true",
+        help="tune the likelihood solver's grid (method adams) on -n training points instead",
+    )
+    p.add_argument(
+        "-n",
+        type=positive_int,
+        default=None,
+        help=f"starting points of the objective (default {SAMPLER_POINTS}; with --likelihood, training "
+        f"points, default {LIKELIHOOD_POINTS})",
+    )
+    p.add_argument("--name", default=None, help="grid name (default <sampler>-<steps> or likelihood-<steps>)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="default: the config's eval.batch_size")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -53,17 +79,33 @@ def optimize_grid_command(args) -> int:
     from ..sampling.options import parse_sampler_options
     from ..validation import check_config
 
-    if args.sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    options = parse_sampler_options(args.sampler, args.option)
-    check_optimize_arguments(args.sampler, args.steps, args.n, options)
-    name = args.name or f"{args.sampler}-{args.steps}"
+    if args.likelihood:
+        from ..likelihood import ADAMS_STEPS
+
+        if args.sampler is not None or args.option:
+            raise ValueError("--likelihood tunes the likelihood solver's grid; --sampler/--option do not go with it")
+        args.steps = ADAMS_STEPS if args.steps is None else args.steps
+        args.n = LIKELIHOOD_POINTS if args.n is None else args.n
+        if args.steps < 3:
+            raise ValueError(f"--steps must be at least 3 for the likelihood solver, got {args.steps}")
+        options, default_name = {}, f"{LIKELIHOOD_PURPOSE}-{args.steps}"
+    else:
+        args.sampler = args.sampler or "dpm_solver++"
+        if args.steps is None:
+            raise ValueError("--steps is required (the budget to tune the grid for)")
+        args.n = SAMPLER_POINTS if args.n is None else args.n
+        if args.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        options = parse_sampler_options(args.sampler, args.option)
+        check_optimize_arguments(args.sampler, args.steps, args.n, options)
+        default_name = f"{args.sampler}-{args.steps}"
+    name = args.name or default_name
     name = name[: -len(".json")] if name.endswith(".json") else name
     if not GRID_NAME.match(name) or name in ("uniform", "quadratic", "log_snr", "karras"):
         raise ValueError(f"--name {name!r} must be a plain file name (letters, digits, _ . + -), not a grid kind")
     device = pick_device(args.device)
     ckpt = Checkpoint.open(args.checkpoint)
-    check_config(ckpt.config, training=False, data=False)
+    check_config(ckpt.config, training=False, data=args.likelihood)
     path = ckpt.path
     out = grid_dir(path) / f"{name}.json"
     if out.exists():
@@ -74,7 +116,44 @@ def optimize_grid_command(args) -> int:
                    "pass another --name or wait for it"):  # fmt: skip
         if out.exists():  # made by a run that finished while this one started
             raise FileExistsError(f"{out} exists; pass another --name or remove the file")
+        if args.likelihood:
+            return _optimize_likelihood(args, ckpt, device, out)
         return _optimize(args, ckpt, device, options, out)
+
+
+def _optimize_likelihood(args, ckpt, device, out: Path) -> int:
+    """The likelihood grid's search on the first ``-n`` training points (dequantized from ``--seed`` for images)."""
+    import torch
+
+    from ..build import load_dataset
+    from ..data import ImageData
+    from ..likelihood import dequantize, optimize_likelihood_grid
+    from ..sampling.optimize import save_grid
+
+    data = load_dataset(ckpt.config, "train")
+    if args.n > len(data):
+        raise ValueError(f"-n {args.n} is more than the training split's {len(data)} points")
+    model = ckpt.load(ema=not args.no_ema, device=device)
+    cfg, sde = model.config, model.sde
+    generator = torch.Generator().manual_seed(args.seed)
+    if isinstance(data, ImageData):
+        lo, hi = cfg.data.data_range
+        x = lo + (hi - lo) * dequantize(data.images[: args.n].to(torch.float64), data.levels, generator)
+    else:
+        x = data[: args.n]
+    x = x.to(device=device, dtype=torch.float32)
+    start = time.perf_counter()
+    report = print if show_progress(args.progress) else None
+    times = optimize_likelihood_grid(sde, model, x, args.steps, seed=args.seed,
+                                     batch_size=args.batch_size or cfg.eval.batch_size, report=report)  # fmt: skip
+    seconds = time.perf_counter() - start
+    info = {"sde": repr(sde), "purpose": LIKELIHOOD_PURPOSE, "method": "adams", "steps": args.steps, "n": args.n,
+            "split": "train", "checkpoint": str(ckpt.path), "seconds": round(seconds, 1),
+            "seed": args.seed}  # fmt: skip
+    save_grid(out, times, info)
+    print(f"likelihood grid of {args.steps} steps ({args.steps + 1} NFE) in {seconds:.0f} s -> {out}")
+    print("times: " + ", ".join(f"{t:.5g}" for t in times))
+    return 0
 
 
 def _optimize(args, ckpt, device, options: dict, out: Path) -> int:
@@ -115,6 +194,33 @@ def resolve_grid(text: str | None, checkpoint: Path, sde: Any, steps_given: bool
     if steps_given:
         raise ValueError(f"--steps does not go with the saved grid {text!r}: its {len(times) - 1} steps are fixed")
     return check_grid(sde, times)
+
+
+def resolve_likelihood_grid(text: str, checkpoint: Path, sde: Any, method: str, steps_given: bool) -> list[float]:
+    """``likelihood --grid``: a likelihood grid saved by ``optimize-grid --likelihood`` (its name in the checkpoint's
+    run, or a path), checked against the checkpoint's SDE and the method before anything loads."""
+    from ..sampling import GRIDS
+    from ..sampling.grids import check_grid
+    from ..sampling.optimize import load_grid
+
+    if text in GRIDS:
+        raise ValueError(f"--grid {text!r} is a sampler's grid kind; the likelihood takes a grid saved by "
+                         "optimize-grid --likelihood (its name or path)")  # fmt: skip
+    if method != "adams":
+        raise ValueError(f"--grid is a grid of the fixed-grid method adams; --method {method} does not take one")
+    if steps_given:
+        raise ValueError("--steps does not go with --grid: the grid's steps are fixed")
+    times, info = load_grid(text, checkpoint)
+    if info.get("purpose") != LIKELIHOOD_PURPOSE:
+        made = f"sampler {info['sampler']!r}" if "sampler" in info else "something else"
+        raise ValueError(f"grid {text!r} was tuned for {made}, not for the likelihood; make one with "
+                         "optimize-grid --likelihood")  # fmt: skip
+    if "sde" in info and info["sde"] != repr(sde):
+        raise ValueError(f"grid {text!r} was made for {info['sde']}, the checkpoint's SDE is {sde!r}")
+    times = check_grid(sde, times)
+    if len(times) < 4:
+        raise ValueError(f"grid {text!r} has {len(times) - 1} steps; the likelihood solver needs at least 3")
+    return times
 
 
 COMMANDS = {"optimize-grid": optimize_grid_command}

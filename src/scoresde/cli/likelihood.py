@@ -46,6 +46,11 @@ def add_parsers(sub) -> None:
         default=None,
         help="steps of a fixed-grid method (default: the config's eval.likelihood_steps, 39)",
     )
+    lik.add_argument(
+        "--grid",
+        default=None,
+        help="a grid saved by optimize-grid --likelihood (its name in the run, or a path) for adams",
+    )
     lik.add_argument("--probes", type=positive_int, default=None, help="Hutchinson probes (default: eval.probes, 1)")
     lik.add_argument(
         "--truncation",
@@ -95,6 +100,12 @@ def likelihood_command(args) -> int:
                             args.probes or ev.probes, args.truncation or ev.truncation, args.rtol or ev.rtol,
                             args.atol or ev.atol)  # fmt: skip
     kw["divergence"] = "exact" if args.exact else "hutchinson"
+    if args.grid is not None:
+        from ..build import build_sde
+        from .grids import resolve_likelihood_grid
+
+        kw["grid"] = resolve_likelihood_grid(args.grid, ckpt.path, build_sde(cfg), method, args.steps is not None)
+        del kw["steps"]
     how = describe_likelihood(kw, kw["divergence"])
     data = _selection(load_dataset(cfg, split), args.first, args.n, split)
     if rank == 0:
