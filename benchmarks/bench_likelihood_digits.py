@@ -12,7 +12,10 @@ Part 2: the per-image standard deviation of the bits/dim over ``--seeds`` probe 
 for one Rademacher probe per solve with RK45 (before) and the fixed-grid solver with fresh probes per evaluation
 (1 and 4 probes), at their NFE; ratios to the first.
 
-    python benchmarks/bench_likelihood_digits.py --checkpoint outputs/digits/checkpoints
+    python benchmarks/bench_likelihood_digits.py --checkpoint outputs/digits/checkpoints [--grid likelihood-39]
+
+(``--grid``: a grid made by ``scoresde optimize-grid outputs/digits/checkpoints --likelihood``, tuned on training
+digits, scored here on the test digits.)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import scoresde as sd
 from scoresde.build import load_dataset
 from scoresde.likelihood import bpd_from_logp, dequantize
 from scoresde.noise import LIKELIHOOD_DRAWS, SampleNoise
+from scoresde.sampling.optimize import load_grid
 
 
 def main() -> None:
@@ -36,6 +40,7 @@ def main() -> None:
     parser.add_argument("--ref-tol", type=float, default=1e-7)
     parser.add_argument("--var-n", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--grid", default=None, help="also a grid saved by optimize-grid --likelihood (name or path)")
     args = parser.parse_args()
     model = sd.load(args.checkpoint)
     cfg = model.config
@@ -62,6 +67,10 @@ def main() -> None:
     for steps in (19, 29, 39, 49):
         runs.append((f"adams {steps} steps, probe fixed per solve", *bpd(method="adams", steps=steps,
                                                                          fresh_probes=False)))  # fmt: skip
+    if args.grid is not None:
+        grid, _ = load_grid(args.grid, args.checkpoint)
+        runs.append((f"adams on the tuned grid {args.grid} ({len(grid) - 1} steps), probe fixed per solve",
+                     *bpd(method="adams", grid=grid, fresh_probes=False)))  # fmt: skip
     runs.append(("adams 39 steps, fresh probes (evaluate's default)", *bpd(method="adams")))
     runs.append(("adams 39 steps, fresh probes, decoder bound", *bpd(method="adams", truncation="decoder")))
     print("| method | NFE per image | wall (s) | time ratio to RK45 1e-5 | mean bits/dim | diff to reference: "
