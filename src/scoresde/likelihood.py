@@ -392,6 +392,8 @@ def bits_per_dim(
 
 LIKELIHOOD_REFERENCE_STEPS = 400
 """Steps of the reference solve of :func:`optimize_likelihood_grid` (``"adams"`` on the default grid)."""
+LIKELIHOOD_GRID_SWEEPS = 4
+"""Passes of :func:`optimize_likelihood_grid`'s search over the interior times."""
 
 
 @takes_model
@@ -406,14 +408,14 @@ def optimize_likelihood_grid(
     divergence: str = "hutchinson",
     seed: int = 0,
     reference_steps: int = LIKELIHOOD_REFERENCE_STEPS,
-    sweeps: int = 4,
+    sweeps: int = LIKELIHOOD_GRID_SWEEPS,
     batch_size: int | None = None,
     report: Callable[[str], None] | None = None,
 ) -> list[float]:
     r"""A grid of ``method="adams"`` with ``steps`` steps tuned for ``score_fn`` on the data ``x``.
 
     Starting from the default grid (:func:`scoresde.flow_multistep.likelihood_grid`), a pattern search over the
-    log-SNR of each interior time (:func:`scoresde.sampling.optimize.refine_points`, ``sweeps`` passes) minimises
+    log-SNR of each interior time (``scoresde.sampling.optimize.refine_points``, ``sweeps`` passes) minimises
 
     .. math:: J = \frac{1}{nD} \sum_i |\log p_{\text{grid}}(x_i) - \log p_{\text{ref}}(x_i)|,
 
@@ -421,7 +423,7 @@ def optimize_likelihood_grid(
     (one set per sample, drawn from ``seed``; or the exact divergence), so ``J`` is the integration's error alone.
     Each trial is one solve of ``steps + 1`` evaluations on ``x``: tune on a few dozen training points, then check on
     held-out data. Returns a decreasing list of times from ``T`` to ``eps``, for ``log_likelihood(..., grid=)``
-    (and, saved with :func:`scoresde.sampling.optimize.save_grid`, for ``scoresde likelihood --grid``).
+    (and, saved with ``scoresde.sampling.optimize.save_grid``, for ``scoresde likelihood --grid``).
     """
     from .sampling.optimize import refine_points
 

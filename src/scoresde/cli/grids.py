@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .args import DEVICE_HELP, FORMATTER, positive_int, progress_flag, seed, show_progress, step_count
+from .args import DEVICE_HELP, FORMATTER, positive_int, progress_flag, seed, step_count
 
 GRID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 SAMPLER_POINTS = 256
@@ -127,7 +127,12 @@ def _optimize_likelihood(args, ckpt, device, out: Path) -> int:
 
     from ..build import load_dataset
     from ..data import ImageData
-    from ..likelihood import dequantize, optimize_likelihood_grid
+    from ..likelihood import (
+        LIKELIHOOD_GRID_SWEEPS,
+        LIKELIHOOD_REFERENCE_STEPS,
+        dequantize,
+        optimize_likelihood_grid,
+    )
     from ..sampling.optimize import save_grid
 
     data = load_dataset(ckpt.config, "train")
@@ -143,7 +148,12 @@ def _optimize_likelihood(args, ckpt, device, out: Path) -> int:
         x = data[: args.n]
     x = x.to(device=device, dtype=torch.float32)
     start = time.perf_counter()
-    report = print if show_progress(args.progress) else None
+    report = None if args.progress is False else print  # a line per sweep, in logs too (minutes apart)
+    if report is not None:
+        trials = LIKELIHOOD_GRID_SWEEPS * 2 * (args.steps - 1)
+        report(f"tuning the likelihood grid ({args.steps} steps) on {args.n} training points: a reference solve of "
+               f"{LIKELIHOOD_REFERENCE_STEPS} steps, then up to {trials} solves of {args.steps + 1} NFE "
+               f"({LIKELIHOOD_GRID_SWEEPS} sweeps)", flush=True)  # fmt: skip
     times = optimize_likelihood_grid(sde, model, x, args.steps, seed=args.seed,
                                      batch_size=args.batch_size or cfg.eval.batch_size, report=report)  # fmt: skip
     seconds = time.perf_counter() - start
@@ -166,7 +176,7 @@ def _optimize(args, ckpt, device, options: dict, out: Path) -> int:
     model = ckpt.load(ema=not args.no_ema, device=device)
     cfg, sde, score = model.config, model.sde, model
     start = time.perf_counter()
-    report = print if show_progress(args.progress) else None
+    report = None if args.progress is False else print  # a line per sweep, in logs too (minutes apart)
     times = optimize_grid(sde, score, args.steps, shape=model.data_shape, sampler=args.sampler, n=args.n,
                           eps=cfg.sampling.eps or None, generator=torch.Generator().manual_seed(args.seed),
                           device=device, batch_size=args.batch_size or cfg.eval.batch_size, report=report,
