@@ -23,6 +23,7 @@ from scoresde.training import (
     FitOptions,
     Objective,
     PostHocEMA,
+    check_fit_options,
     checkpoint_blocks,
     fit,
     reconstruct_posthoc,
@@ -458,3 +459,27 @@ def test_the_gpu_check_runs_its_cpu_parts(capsys):
         assert row in out
     assert bench.main(["--device", "cpu", "--only", "fp64"]) == 2
     assert "unknown option row" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cxx", [None, "no-such-compiler"])
+def test_compile_without_a_cpu_compiler_is_a_one_line_error_before_training(tmp_path, monkeypatch, capsys, cxx):
+    """torch.compile's CPU code needs a C++ compiler: without one, the config is refused before any work (not a
+    traceback from inside the first step)."""
+    import scoresde.training.options as options
+
+    real_which = options.shutil.which
+    monkeypatch.setattr(options.shutil, "which", lambda name: None if name in (*options.CPU_COMPILERS, cxx) else
+                        real_which(name))  # fmt: skip
+    if cxx is None:
+        monkeypatch.delenv("CXX", raising=False)
+    else:
+        monkeypatch.setenv("CXX", cxx)
+    with pytest.raises(ValueError, match="training.compile on cpu needs a C..? compiler") as info:
+        check_fit_options(FitOptions(n_iters=1, batch_size=8, compile=True), torch.device("cpu"))
+    assert "\n" not in str(info.value) and (cxx is None or cxx in str(info.value))
+    cfg = ROOT / "configs" / "toy_mixture.toml"
+    assert main(["train", str(cfg), "--workdir", str(tmp_path / "run"), "--set", "training.compile=true",
+                 "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "training.compile on cpu needs" in err and "\n" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+CPU_COMPILERS = ("g++", "c++", "clang++")
+"""C++ compilers torch.compile's CPU code generation can use (besides ``$CXX``)."""
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """``training.precision`` -> the autocast dtype (``None``: no autocast)."""
@@ -59,3 +65,21 @@ def check_fit_options(opts: FitOptions, device: torch.device, prefix: str = "tra
     if opts.batch_size % (world * opts.grad_accum):
         raise ValueError(f"{prefix}.batch_size {opts.batch_size} must be divisible by the {world} processes times "
                          f"{prefix}.grad_accum {opts.grad_accum}")  # fmt: skip
+    if opts.compile:
+        missing = compile_missing(device)
+        if missing:
+            raise ValueError(f"{prefix}.compile on {device.type} needs {missing}, which this machine lacks: install it "
+                             f"or set {prefix}.compile = false")  # fmt: skip
+
+
+def compile_missing(device: torch.device) -> str | None:
+    """What :func:`torch.compile`'s code generation needs on ``device`` and cannot find (``None``: nothing): a C++
+    compiler on the CPU (``$CXX`` or one of :data:`CPU_COMPILERS` on the ``PATH``), Triton on CUDA. Checked before
+    training starts, so that a missing one is not a traceback from inside the first step."""
+    if device.type == "cuda":
+        return None if importlib.util.find_spec("triton") is not None else "the triton package"
+    if device.type == "cpu":
+        candidates = [os.environ["CXX"]] if os.environ.get("CXX") else list(CPU_COMPILERS)
+        if not any(shutil.which(name) for name in candidates):
+            return "a C++ compiler (" + (f"$CXX={candidates[0]}" if os.environ.get("CXX") else "g++ or clang++") + ")"
+    return None
