@@ -1,9 +1,13 @@
+import os
+
 import pytest
 import torch
 
 from scoresde.toy import demo_mixture
 
-torch.set_num_threads(2)
+# two torch threads in a plain run; one per worker when pytest-xdist runs the files on two workers (two processes
+# with two threads each on two cores slow each other down many times over)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")
