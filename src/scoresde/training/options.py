@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,10 @@ def check_fit_options(opts: FitOptions, device: torch.device, prefix: str = "tra
                          "use 'bf16' or 'fp32'")  # fmt: skip
     if opts.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"{prefix}.precision 'bf16': this GPU has no bfloat16; use 'fp16'")
+    if opts.precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(f"{prefix}.precision 'bf16' on a CPU without AVX-512 BF16 or AMX: bfloat16 is emulated there, "
+                      "many times slower than 'fp32' (17x measured for the main job on an AVX2 CPU)",
+                      SlowPrecisionWarning, stacklevel=2)  # fmt: skip
     if opts.grad_accum < 1 or opts.batch_size % opts.grad_accum:
         raise ValueError(f"{prefix}.batch_size {opts.batch_size} must be divisible by {prefix}.grad_accum "
                          f"{opts.grad_accum} (equal micro-batches)")  # fmt: skip
@@ -70,6 +75,17 @@ def check_fit_options(opts: FitOptions, device: torch.device, prefix: str = "tra
         if missing:
             raise ValueError(f"{prefix}.compile on {device.type} needs {missing}, which this machine lacks: install it "
                              f"or set {prefix}.compile = false")  # fmt: skip
+
+
+class SlowPrecisionWarning(UserWarning):
+    """A precision option that this machine runs much slower than float32."""
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX tiles), where ``precision = "bf16"`` is
+    faster than float32; elsewhere torch emulates it (``benchmarks/results/training.md``)."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 
 def compile_missing(device: torch.device) -> str | None:
