@@ -134,7 +134,7 @@ def log_likelihood(
         if steps is not None:
             raise ValueError("grid= sets the steps (its length minus one); do not pass steps too")
         times = check_grid(sde, grid)[::-1]  # increasing from eps to T
-        if eps is not None and not math.isclose(eps, times[0], rel_tol=1e-9):
+        if eps is not None and not math.isclose(check_eps(eps, sde.T), times[0], rel_tol=1e-9):
             raise ValueError(f"the grid ends at {times[0]:g}, but eps={eps:g}: leave eps out or pass the grid's end")
         eps, steps = times[0], len(times) - 1
     if method == "adams":
