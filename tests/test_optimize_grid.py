@@ -375,6 +375,9 @@ EVAL = ["evaluate", "{ckpt}", "-n", "4", "--no-likelihood", "--out", "{tmp}/x.js
         ([*LIK, "--grid", "absent"], "grids"),
         ([*LIK, "--grid", "{tmp}/ve_likelihood.json", "--method", "rk45"], "does not take one"),
         ([*LIK, "--grid", "{tmp}/ve_likelihood.json", "--steps", "5"], "--steps does not go"),
+        ([*EVAL[:-3], "--likelihood-grid", "unipc-4", "--out", "{tmp}/x.json"], "not for the likelihood"),
+        ([*EVAL[:-3], "--likelihood-grid", "{tmp}/ve_likelihood.json", "--out", "{tmp}/x.json"], "VESDE"),
+        ([*EVAL, "--likelihood-grid", "{tmp}/ve_likelihood.json"], "which is off"),
     ],
 )
 def test_cli_bad_arguments_fail_in_one_line_before_the_model_loads(saved, tmp_path, capsys, no_work, args, message):
@@ -436,3 +439,7 @@ def test_cli_likelihood_grid_is_tuned_saved_and_used_by_name(saved, tmp_path, ca
     result = json.loads((tmp_path / "l.json").read_text())
     assert "tuned grid of 5 steps" in result["method"] and math.isfinite(result["mean"])
     assert result["nfe"] == 6
+    assert _run("evaluate", ckpt, "-n", 4, "--likelihood-grid", "likelihood-5", "--out", tmp_path / "e.json",
+                "--no-progress") == 0  # fmt: skip
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert "tuned grid of 5 steps" in report["likelihood_method"] and report["likelihood_nfe"] == 6

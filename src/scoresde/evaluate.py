@@ -43,6 +43,7 @@ from .distributed import finish, gather_cat, init_from_env, shard
 from .likelihood import bits_per_dim, describe_likelihood, likelihood_options, log_likelihood
 from .noise import LIKELIHOOD_DRAWS, SampleNoise
 from .sampling import ADAPTIVE_STEPS, default_grid, is_adaptive, sample, warn_if_outside, with_data_range
+from .sampling.grids import check_grid
 from .score import ScoreModel, as_score_model
 from .sde import SDE
 
@@ -65,6 +66,7 @@ def evaluate(
     rho: float | None = None,
     progress: bool = False,
     data_root: str | Path | None = None,
+    likelihood_grid: Sequence[float] | None = None,
 ) -> tuple[dict[str, Any], Tensor]:
     """Sample a checkpoint (a path, an opened :class:`~scoresde.checkpoint.Checkpoint` or a model from
     :func:`scoresde.load`) and score the samples; returns ``(report, samples)``.
@@ -73,7 +75,8 @@ def evaluate(
     (options only when the sampler is not overridden), ``n``, ``batch_size``, ``likelihood``
     and ``inception`` to its ``[eval]`` section. Under ``torchrun`` the samples are split
     across the processes; every process returns the same report and all samples. ``data_root``
-    replaces the checkpoint's ``data.root``.
+    replaces the checkpoint's ``data.root``. ``likelihood_grid``: times for the fixed-grid likelihood solver (e.g.
+    from :func:`scoresde.optimize_likelihood_grid`) instead of its default grid.
     """
     for name, value in (("n", n), ("batch_size", batch_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -89,8 +92,15 @@ def evaluate(
     inception = inception or ev.inception or None
     if n < 2 or batch_size < 1:
         raise ValueError(f"evaluate needs n >= 2 samples and a positive batch size, got {n} and {batch_size}")
+    if likelihood_grid is not None and not likelihood:
+        raise ValueError("a likelihood grid was given, but the likelihood is off (eval.likelihood / --no-likelihood)")
     if likelihood:  # the [eval] likelihood keys, before any sampling
         likelihood_options(ev.likelihood_method, ev.likelihood_steps, ev.probes, ev.truncation, ev.rtol, ev.atol)
+        if likelihood_grid is not None:
+            if ev.likelihood_method != "adams":
+                raise ValueError(f"a likelihood grid is a grid of method adams; eval.likelihood_method is "
+                                 f"{ev.likelihood_method!r}")  # fmt: skip
+            likelihood_grid = check_grid(sde, likelihood_grid)
     toy = cfg.data.dataset == "toy"
     features = None if toy else _feature_space(cfg.data.dataset, data_shape(cfg), inception, device)
     adaptive = is_adaptive(sampler, options)
@@ -147,7 +157,7 @@ def evaluate(
     else:
         report |= {"features": None, "features_note": NO_FEATURES.format(dataset=cfg.data.dataset)}
     if likelihood:
-        report |= _likelihood(cfg, sde, score, batch_size, seed, device, rank, world)
+        report |= _likelihood(cfg, sde, score, batch_size, seed, device, rank, world, likelihood_grid)
     finish(world)
     return report, x
 
@@ -270,13 +280,17 @@ def _toy_metrics(cfg, x: Tensor, seed: int) -> dict[str, Any]:
     return out
 
 
-def _likelihood(cfg, sde: SDE, score, batch_size: int, seed: int, device: str, rank: int, world: int) -> dict:
+def _likelihood(cfg, sde: SDE, score, batch_size: int, seed: int, device: str, rank: int, world: int,
+                grid: list[float] | None = None) -> dict:  # fmt: skip
     """Bits/dim (images) or NLL in nats (2-D) of the split; per-sample streams keep it batch-independent."""
     ev = cfg.eval
     data = load_dataset(cfg, ev.split)
     part = shard(len(data), rank, world)
     kw = likelihood_options(ev.likelihood_method, ev.likelihood_steps, ev.probes, ev.truncation, ev.rtol, ev.atol)
     kw["batch_size"] = batch_size
+    if grid is not None:  # the fixed-grid solver on given times (checked against the SDE before sampling)
+        del kw["steps"]
+        kw["grid"] = grid
     start, values, nfe = time.perf_counter(), torch.zeros(0), 0
     noise = SampleNoise(seed, range(part.start, part.stop), draws=LIKELIHOOD_DRAWS)  # repeats continue the streams
     for _ in range(ev.repeats if part.stop > part.start else 0):

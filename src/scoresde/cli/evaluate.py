@@ -47,6 +47,9 @@ def add_parsers(sub) -> None:
     ev.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     ev.add_argument("--likelihood", action=argparse.BooleanOptionalAction, default=None,
                     help="also report the split's bits/dim or NLL (default: the config's eval.likelihood)")  # fmt: skip
+    ev.add_argument("--likelihood-grid", default=None, metavar="NAME",
+                    help="a grid saved by optimize-grid --likelihood (its name in the run, or a path) for the "
+                         "likelihood (default: the solver's own grid)")  # fmt: skip
     ev.add_argument("--inception", default=None, metavar="PATH",
                     help="Inception-v3 FID weights (pt_inception-2015-12-05-6726825d.pth): the feature space for "
                          "images other than the digits; never downloaded")  # fmt: skip
@@ -69,6 +72,16 @@ def evaluate_command(args) -> int:
     options = dict(cfg.sampling.options) if args.sampler is None else {}
     options = check_sampler_options(sampler, options | parse_sampler_options(sampler, args.option))
     grid, rho = grid_choice(args, ckpt.path, cfg, sampler, options)
+    likelihood_grid = None
+    if args.likelihood_grid is not None:
+        from ..build import build_sde
+        from .grids import resolve_likelihood_grid
+
+        if not (cfg.eval.likelihood if args.likelihood is None else args.likelihood):
+            raise ValueError("--likelihood-grid is a grid for the likelihood, which is off (--no-likelihood or "
+                             "eval.likelihood = false)")  # fmt: skip
+        likelihood_grid = resolve_likelihood_grid(args.likelihood_grid, ckpt.path, build_sde(cfg),
+                                                  cfg.eval.likelihood_method, False)  # fmt: skip
     if is_adaptive(sampler, options) and args.steps is not None:
         raise ValueError(ADAPTIVE_STEPS)
     inception = args.inception or cfg.eval.inception or None
@@ -78,7 +91,7 @@ def evaluate_command(args) -> int:
     report, x = evaluate(ckpt, sampler=sampler, steps=args.steps, options=options, n=args.n,
                          batch_size=args.batch_size, seed=args.seed, device=str(device), use_ema=not args.no_ema,
                          likelihood=args.likelihood, inception=inception, grid=grid, rho=rho,
-                         progress=show_progress(args.progress))  # fmt: skip
+                         progress=show_progress(args.progress), likelihood_grid=likelihood_grid)  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(summary(report))

@@ -217,7 +217,8 @@ def resolve_likelihood_grid(text: str, checkpoint: Path, sde: Any, method: str, 
         raise ValueError(f"--grid {text!r} is a sampler's grid kind; the likelihood takes a grid saved by "
                          "optimize-grid --likelihood (its name or path)")  # fmt: skip
     if method != "adams":
-        raise ValueError(f"--grid is a grid of the fixed-grid method adams; --method {method} does not take one")
+        raise ValueError(f"a likelihood grid is a grid of the fixed-grid method adams; method {method} does not take "
+                         "one")  # fmt: skip
     if steps_given:
         raise ValueError("--steps does not go with --grid: the grid's steps are fixed")
     times, info = load_grid(text, checkpoint)
