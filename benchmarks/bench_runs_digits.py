@@ -38,14 +38,16 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="LABEL=CHECKPOINTS")
     parser.add_argument("-n", type=int, default=1000)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 beside another job on 2 cores)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = [(text.split("=", 1)[0], Path(text.split("=", 1)[1])) for text in args.runs]
     first = sd.load(runs[0][1])
     spaces = DigitsSpaces(first.config, first.levels, first.data_range, args.n)
     test = load_dataset(first.config, "test")
-    print(f"# Main-job runs side by side ({time.strftime('%Y-%m-%d')}, torch {torch.__version__}, 2 threads)\n")
+    when = time.strftime("%Y-%m-%d")
+    print(f"# Main-job runs side by side ({when}, torch {torch.__version__}, {args.threads} thread(s))\n")
     print(
         f"{args.n} samples per seed (seeds {args.seeds}; mean, range in brackets). Floors: FD "
         f"{spaces.floors[0]:.2f}, FD_pix {spaces.floors[1]:.3f}. Bits/dim: the {len(test)} test digits.\n"

@@ -22,6 +22,7 @@ from scoresde.classifier import (
     build_classifier,
     check_classifier_config,
     classifier_loss,
+    classifier_lr,
     load_classifier,
     train_classifier,
 )
@@ -93,6 +94,7 @@ def test_classifier_loss_is_the_cross_entropy_on_perturbed_data():
         (["classifier.arch=mlp", "classifier.num_classes=3", "data.toy=swiss_roll"], "has none"),
         (["classifier.arch=mlp", "classifier.num_classes=3", "classifier.net.nf=4"], r"\['nf'\]"),
         (["classifier.arch=resnet"], "classifier.arch"),
+        (["classifier.arch=mlp", "classifier.num_classes=3", "classifier.lr_decay=exp"], "classifier.lr_decay"),
     ],
 )
 def test_classifier_config_errors(overrides, message):
@@ -113,6 +115,13 @@ def test_classifier_config_errors(overrides, message):
 def test_classifier_section_is_checked_at_load(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(CONFIGS / "digits_classifier.toml", [override])
+
+
+def test_classifier_learning_rate_decays_like_the_score_model():
+    cfg = load_config(TOY, ["classifier.lr=1e-3", "classifier.warmup=10", "classifier.n_iters=110",
+                            "classifier.lr_decay=linear"])  # fmt: skip
+    assert classifier_lr(cfg, 9) == pytest.approx(1e-3) and classifier_lr(cfg, 10) == pytest.approx(1e-3)
+    assert classifier_lr(cfg, 60) == pytest.approx(5e-4) and classifier_lr(cfg, 109) == pytest.approx(1e-5)
 
 
 def test_the_digits_classifier_config_matches_the_main_job():

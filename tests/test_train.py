@@ -1,5 +1,6 @@
 """Configs, checkpoints, the trainer (exact resume after SIGKILL, DDP with gloo) and the CLI."""
 
+import itertools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from scoresde.nets import count_parameters
 from scoresde.sampling import sample
 from scoresde.toy import demo_mixture, mixture_errors
 from scoresde.train import EMA, learning_rate, train
+from scoresde.validation import check_config
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -139,6 +141,26 @@ def test_ema_and_warmup():
     cfg = load_config(TOY, ["training.lr=1e-3", "training.warmup=100"])
     assert learning_rate(cfg, 0) == pytest.approx(1e-5) and learning_rate(cfg, 99) == 1e-3
     assert learning_rate(cfg, 5000) == 1e-3
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_learning_rate_decay_after_the_warmup(decay):
+    # 100 warm-up updates, then 400 updates whose rate falls from lr towards 0: half way (update 300) the cosine
+    # and the linear decay both give lr / 2; the last update keeps a positive rate; the warmup is unchanged
+    cfg = load_config(TOY, ["training.lr=1e-3", "training.warmup=100", "training.n_iters=500",
+                            f"training.lr_decay={decay}"])  # fmt: skip
+    assert learning_rate(cfg, 0) == pytest.approx(1e-5) and learning_rate(cfg, 99) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 100) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 300) == pytest.approx(5e-4)
+    quarter = 1e-3 * (0.5 * (1 + math.cos(math.pi / 4)) if decay == "cosine" else 0.75)
+    assert learning_rate(cfg, 200) == pytest.approx(quarter)
+    rates = [learning_rate(cfg, step) for step in range(100, 500)]
+    assert all(a > b for a, b in itertools.pairwise(rates)) and 0 < rates[-1] < 1e-3 / 50
+
+
+def test_unknown_learning_rate_decay_is_one_line_error():
+    with pytest.raises(ValueError, match="unknown training.lr_decay 'step'; choose one of 'none', 'cosine'"):
+        check_config(load_config(TOY, ["training.lr_decay=step"]))
 
 
 def test_ema_warmup_forgets_the_initialisation():

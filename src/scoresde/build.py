@@ -46,6 +46,7 @@ from .sampling import SAMPLERS
 from .score import PREDICTIONS, STDS, TIME_INPUTS, ModelScore
 from .sde import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, RectifiedFlow, SubVPSDE
 from .training.ema import EMA_TYPES
+from .training.loop import LR_DECAYS
 from .training.options import PRECISIONS
 
 # -- registries ---------------------------------------------------------------------------------
@@ -177,6 +178,7 @@ NAMES: dict[str, Iterable[str]] = {
     "training.reduce": REDUCTIONS,
     "data.storage": STORAGES,
     "training.precision": PRECISIONS,
+    "training.lr_decay": LR_DECAYS,
     "training.ema_type": EMA_TYPES,
     "sampling.sampler": SAMPLERS,
 }

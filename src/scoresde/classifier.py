@@ -60,7 +60,7 @@ from .losses import training_noise
 from .nets.layers import GaussianFourierProjection, ResnetBlockDDPM, conv, dense, group_norm
 from .plotting import atomic_write, check_writable_dir
 from .sde import SDE
-from .training.loop import Objective, claimed_workdir, fit, learning_rate_warmup
+from .training.loop import LR_DECAYS, Objective, claimed_workdir, fit, learning_rate_warmup
 from .training.options import PRECISIONS, check_fit_options, fit_options
 from .validation import check_class_count, check_data_config, check_labels
 
@@ -195,6 +195,7 @@ def check_classifier_config(cfg: Config, data: bool = True) -> Config:
     check_choice("data.dataset", d.dataset, DATASETS)
     check_choice("classifier.arch", c.arch, CLASSIFIER_ARCHS)
     check_choice("classifier.precision", c.precision, PRECISIONS)
+    check_choice("classifier.lr_decay", c.lr_decay, LR_DECAYS)
     check_data_config(cfg, data)
     if (c.arch == "mlp") != (d.dataset == "toy"):
         what = "vectors (data.dataset 'toy')" if c.arch == "mlp" else "images; use classifier.arch 'mlp' for toy data"
@@ -272,8 +273,10 @@ def evaluate_classifier(classifier: NoisyClassifier, cfg: Config, split: str = "
 
 # -- training -------------------------------------------------------------------------------------
 def classifier_lr(cfg: Config, step: int) -> float:
-    """Linear warmup: ``lr * min(1, (step + 1) / warmup)``."""
-    return learning_rate_warmup(cfg.classifier.lr, cfg.classifier.warmup, step)
+    """Linear warmup ``lr * min(1, (step + 1) / warmup)``, then ``classifier.lr_decay``
+    (:func:`scoresde.training.loop.learning_rate_warmup`)."""
+    c = cfg.classifier
+    return learning_rate_warmup(c.lr, c.warmup, step, c.n_iters, c.lr_decay)
 
 
 def train_classifier(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool | None = None,

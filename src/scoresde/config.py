@@ -93,6 +93,7 @@ class TrainingConfig:
     eps_adam: float = 1e-8
     weight_decay: float = 0.0
     warmup: int = 5000
+    lr_decay: str = "none"  # none | cosine | linear: after the warmup, lr annealed towards 0 at n_iters
     grad_clip: float = 1.0
     ema: float = 0.9999
     ema_warmup: bool = True  # decay min(ema, (1 + n) / (10 + n)) at update n
@@ -165,6 +166,7 @@ class ClassifierConfig:
     batch_size: int = 128
     lr: float = 2e-3
     warmup: int = 100
+    lr_decay: str = "none"  # none | cosine | linear, as training.lr_decay
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     eps: float = 1e-5  # smallest training time

@@ -53,8 +53,10 @@ from .validation import check_config, check_labels
 
 # -- the trainer --------------------------------------------------------------------------------
 def learning_rate(cfg: Config, step: int) -> float:
-    """Linear warmup: ``lr * min(1, (step + 1) / warmup)`` for the update that produces ``step + 1``."""
-    return learning_rate_warmup(cfg.training.lr, cfg.training.warmup, step)
+    """Linear warmup ``lr * min(1, (step + 1) / warmup)`` for the update that produces ``step + 1``, then
+    ``training.lr_decay`` (:func:`scoresde.training.loop.learning_rate_warmup`)."""
+    t = cfg.training
+    return learning_rate_warmup(t.lr, t.warmup, step, t.n_iters, t.lr_decay)
 
 
 def training_options(cfg: Config) -> FitOptions:

@@ -28,6 +28,7 @@ except ``compile``, whose generated kernels may differ from one compilation to t
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -455,6 +456,22 @@ def _restore_random_state(tensors: dict[str, Tensor], meta: dict[str, Any], devi
         scaler.load_state_dict(meta["grad_scaler"])
 
 
-def learning_rate_warmup(lr: float, warmup: int, step: int) -> float:
-    """Linear warmup: ``lr * min(1, (step + 1) / warmup)`` for the update that produces ``step + 1``."""
-    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+# learning-rate decays after the warmup: progress p in [0, 1) of the post-warmup updates -> factor of lr
+LR_DECAYS: dict[str, Callable[[float], float]] = {
+    "none": lambda p: 1.0,
+    "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+    "linear": lambda p: 1.0 - p,
+}
+
+
+def learning_rate_warmup(lr: float, warmup: int, step: int, n_iters: int | None = None, decay: str = "none") -> float:
+    """The learning rate of the update that produces ``step + 1``: linear warmup
+    ``lr * min(1, (step + 1) / warmup)``, then with ``decay`` a factor ``f(p)`` of the post-warmup progress
+    ``p = (step - warmup) / (n_iters - warmup)`` (``"cosine"``: ``(1 + cos(pi p)) / 2``; ``"linear"``: ``1 - p``),
+    which reaches 0 just after the last update, so every update keeps a positive rate."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if decay == "none":
+        return lr
+    progress = (step - warmup) / max(1, n_iters - warmup)
+    return lr * LR_DECAYS[decay](min(progress, 1.0))
