@@ -157,6 +157,11 @@ def score_objective(cfg: Config, workdir: Path) -> Objective:
                      snapshot=snapshot)  # fmt: skip
 
 
+# the sample grids drawn after each checkpoint: a 10-NFE solver (any process): 0.5 s for the main job's 64 digits
+# on 2 CPU cores, where Euler-Maruyama's 200 steps took 9 s each time (three times a run)
+SNAPSHOT_SAMPLER, SNAPSHOT_STEPS = "unipc", 10
+
+
 def _snapshot(workdir: Path, step: int, cfg: Config, sde: SDE, model: nn.Module, ema: EMA | None, data,
               history: list[dict]) -> None:  # fmt: skip
     """Sample a small grid (or scatter) with the EMA weights and redraw the loss curve; a class-conditional
@@ -170,8 +175,7 @@ def _snapshot(workdir: Path, step: int, cfg: Config, sde: SDE, model: nn.Module,
             num_classes = getattr(model, "num_classes", None)
             y = None if num_classes is None else torch.arange(n) % num_classes
             score = build_score(model, sde, cfg, y=y)
-            steps = min(cfg.sampling.steps, 200)
-            x = sample(sde, score, (n, *data_shape(cfg)), sampler="euler_maruyama", steps=steps,
+            x = sample(sde, score, (n, *data_shape(cfg)), sampler=SNAPSHOT_SAMPLER, steps=SNAPSHOT_STEPS,
                        generator=torch.Generator().manual_seed(0), device=next(model.parameters()).device)  # fmt: skip
     finally:
         model.train()
