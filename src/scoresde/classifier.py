@@ -60,7 +60,7 @@ from .losses import training_noise
 from .nets.layers import GaussianFourierProjection, ResnetBlockDDPM, conv, dense, group_norm
 from .plotting import atomic_write, check_writable_dir
 from .sde import SDE
-from .training.loop import LR_DECAYS, Objective, claimed_workdir, fit, learning_rate_warmup
+from .training.loop import LR_DECAYS, Objective, claimed_workdir, fit, learning_rate_schedule
 from .training.options import PRECISIONS, check_fit_options, fit_options
 from .validation import check_class_count, check_data_config, check_labels
 
@@ -274,9 +274,9 @@ def evaluate_classifier(classifier: NoisyClassifier, cfg: Config, split: str = "
 # -- training -------------------------------------------------------------------------------------
 def classifier_lr(cfg: Config, step: int) -> float:
     """Linear warmup ``lr * min(1, (step + 1) / warmup)``, then ``classifier.lr_decay``
-    (:func:`scoresde.training.loop.learning_rate_warmup`)."""
+    (:func:`scoresde.training.loop.learning_rate_schedule`)."""
     c = cfg.classifier
-    return learning_rate_warmup(c.lr, c.warmup, step, c.n_iters, c.lr_decay)
+    return learning_rate_schedule(c.lr, c.warmup, step, c.n_iters, c.lr_decay)
 
 
 def train_classifier(cfg: Config, workdir: str | Path, resume: bool = True, progress: bool | None = None,

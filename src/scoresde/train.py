@@ -46,7 +46,7 @@ from .losses import drop_labels
 from .plotting import check_writable_dir, save_image_grid, save_line_plot, save_scatter_grid
 from .sde import SDE
 from .training.ema import EMA
-from .training.loop import Objective, claimed_workdir, fit, learning_rate_warmup
+from .training.loop import Objective, claimed_workdir, fit, learning_rate_schedule
 from .training.options import FitOptions, check_fit_options, fit_options
 from .validation import check_config, check_labels
 
@@ -54,9 +54,9 @@ from .validation import check_config, check_labels
 # -- the trainer --------------------------------------------------------------------------------
 def learning_rate(cfg: Config, step: int) -> float:
     """Linear warmup ``lr * min(1, (step + 1) / warmup)`` for the update that produces ``step + 1``, then
-    ``training.lr_decay`` (:func:`scoresde.training.loop.learning_rate_warmup`)."""
+    ``training.lr_decay`` (:func:`scoresde.training.loop.learning_rate_schedule`)."""
     t = cfg.training
-    return learning_rate_warmup(t.lr, t.warmup, step, t.n_iters, t.lr_decay)
+    return learning_rate_schedule(t.lr, t.warmup, step, t.n_iters, t.lr_decay)
 
 
 def training_options(cfg: Config) -> FitOptions:

@@ -464,7 +464,7 @@ LR_DECAYS: dict[str, Callable[[float], float]] = {
 }
 
 
-def learning_rate_warmup(lr: float, warmup: int, step: int, n_iters: int | None = None, decay: str = "none") -> float:
+def learning_rate_schedule(lr: float, warmup: int, step: int, n_iters: int | None = None, decay: str = "none") -> float:
     """The learning rate of the update that produces ``step + 1``: linear warmup
     ``lr * min(1, (step + 1) / warmup)``, then with ``decay`` a factor ``f(p)`` of the post-warmup progress
     ``p = (step - warmup) / (n_iters - warmup)`` (``"cosine"``: ``(1 + cos(pi p)) / 2``; ``"linear"``: ``1 - p``),
@@ -473,5 +473,7 @@ def learning_rate_warmup(lr: float, warmup: int, step: int, n_iters: int | None 
         return lr * (step + 1) / warmup
     if decay == "none":
         return lr
+    if n_iters is None:
+        raise ValueError(f"the {decay} learning-rate decay needs n_iters (the run's last step)")
     progress = (step - warmup) / max(1, n_iters - warmup)
     return lr * LR_DECAYS[decay](min(progress, 1.0))
